@@ -1,0 +1,56 @@
+"""Settings from the environment (prefix HEADWISE_), read once and cached."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="HEADWISE_", extra="ignore")
+
+    DATA_DIR: Path = Path("./headwise-data")
+    # Defaults below are filled from DATA_DIR when left empty (embedded mode: SQLite + SQLite broker).
+    DATABASE_URL: str = ""
+    BROKER_URL: str = ""
+    ADMIN_KEY: str | None = None
+    # Server secret for HMAC-hashing API keys; generated into DATA_DIR/secret.key when unset.
+    SECRET: str | None = None
+    HOST: str = "127.0.0.1"
+    PORT: int = 8000
+
+    # Limits
+    MAX_UPLOAD_BYTES: int = 2 * 1024**3
+    MAX_PREDICT_IMAGES: int = 64
+    MAX_PREDICT_BYTES: int = 64 * 1024**2
+    MAX_JOB_SECONDS: int = 24 * 3600
+    MODEL_CACHE_SIZE: int = Field(default=4, ge=1)
+    PREDICT_DEVICE: str = "cpu"
+    TRAIN_DEVICE: str = "auto"
+
+    @model_validator(mode="after")
+    def _fill_defaults(self) -> Settings:
+        self.DATA_DIR = Path(self.DATA_DIR).expanduser().resolve()
+        if not self.DATABASE_URL:
+            self.DATABASE_URL = f"sqlite:///{self.DATA_DIR / 'headwise.db'}"
+        if not self.BROKER_URL:
+            self.BROKER_URL = f"sqla+sqlite:///{self.DATA_DIR / 'broker.db'}"
+        return self
+
+    @property
+    def embedded(self) -> bool:
+        """True when the broker is the embedded SQLite transport (no Redis)."""
+        return self.BROKER_URL.startswith("sqla+")
+
+    @property
+    def visibility_timeout(self) -> int:
+        """Redis visibility timeout: longer than the longest allowed run."""
+        return self.MAX_JOB_SECONDS + 3600
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,119 @@
+"""MultiTaskCNN: a residual conv trunk shared by every task, plus one small head per task."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from service.ml.spec import Spec
+
+PIXEL_MEAN = 0.5  # inputs in [0, 1] are normalised inside the network: (x - mean) / std
+PIXEL_STD = 0.25
+
+
+class ResidualBlock(nn.Module):
+    """conv3x3(stride) -> BN -> ReLU -> conv3x3 -> BN, plus a (1x1 conv + BN when the shape changes) shortcut."""
+
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.relu = nn.ReLU(inplace=True)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + self.shortcut(x))
+
+
+class MultiTaskCNN(nn.Module):
+    """Shared trunk + one head per task (in spec order).
+
+    Trunk: stem conv3x3 (stride 2 when image_size >= 64, else 1) -> BN -> ReLU, then `depth` residual blocks;
+    every second block (index 1, 3, ...) downsamples with stride 2 and doubles the channels (capped at width*4);
+    global average pool; dropout. Heads: Linear -> ReLU -> Dropout -> Linear, no BatchNorm (a head that sees
+    no labels keeps no running statistics that could drift).
+
+    forward(x): x float (B, C, H, W) in [0, 1] (any memory format, channels_last friendly) ->
+    {task: multiclass logits (B, K) | binary logit (B,) | regression value (B,) in standardised units}.
+    """
+
+    def __init__(self, spec: Spec):
+        super().__init__()
+        cfg = spec.model
+        self.task_names = spec.task_names
+        self.task_types = {t.name: t.type for t in spec.tasks}
+        self._index = {name: i for i, name in enumerate(self.task_names)}
+        stem_stride = 2 if cfg.image_size >= 64 else 1
+        self.register_buffer("pixel_mean", torch.full((1, cfg.channels, 1, 1), PIXEL_MEAN), persistent=False)
+        self.register_buffer("pixel_std", torch.full((1, cfg.channels, 1, 1), PIXEL_STD), persistent=False)
+        self.stem = nn.Sequential(
+            nn.Conv2d(cfg.channels, cfg.width, 3, stem_stride, 1, bias=False),
+            nn.BatchNorm2d(cfg.width),
+            nn.ReLU(inplace=True),
+        )
+        blocks, cin = [], cfg.width
+        for i in range(cfg.depth):
+            stride = 2 if i % 2 == 1 else 1
+            cout = min(cin * 2, cfg.width * 4) if stride == 2 else cin
+            blocks.append(ResidualBlock(cin, cout, stride))
+            cin = cout
+        self.blocks = nn.Sequential(*blocks)
+        self.feature_dim = cin
+        self.dropout = nn.Dropout(cfg.dropout)
+        # A ModuleList (not ModuleDict) so that any task name works, even one like "type" or "training".
+        self.heads = nn.ModuleList(
+            nn.Sequential(
+                nn.Linear(cin, cfg.head_hidden),
+                nn.ReLU(inplace=True),
+                nn.Dropout(cfg.dropout),
+                nn.Linear(cfg.head_hidden, t.num_outputs),
+            )
+            for t in spec.tasks
+        )
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.kaiming_uniform_(m.weight, nonlinearity="relu")
+                nn.init.zeros_(m.bias)
+        for block in self.blocks:
+            nn.init.zeros_(block.bn2.weight)  # each residual block starts as (almost) the identity
+        for head in self.heads:
+            nn.init.normal_(head[-1].weight, std=0.01)  # start near 0 logits / the mean (standardised) value
+
+    def features(self, x: Tensor) -> Tensor:
+        """Pooled trunk features (B, feature_dim), before dropout."""
+        x = (x - self.pixel_mean) / self.pixel_std
+        x = self.blocks(self.stem(x))
+        return x.mean(dim=(2, 3))  # (B, C)
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        z = self.dropout(self.features(x))
+        out = {}
+        for name, head in zip(self.task_names, self.heads, strict=True):
+            y = head(z)  # (B, K) or (B, 1)
+            out[name] = y if self.task_types[name] == "multiclass" else y[:, 0]
+        return out
+
+    def head(self, task: str) -> nn.Module:
+        if task not in self._index:
+            raise KeyError(f"'{task}' is not a task; tasks are: {', '.join(self.task_names)}")
+        return self.heads[self._index[task]]
+
+    def head_parameters(self, task: str) -> list[nn.Parameter]:
+        return list(self.head(task).parameters())
+
+    def trunk_parameters(self) -> list[nn.Parameter]:
+        return [*self.stem.parameters(), *self.blocks.parameters()]

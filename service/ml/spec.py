@@ -1,0 +1,440 @@
+"""The training spec: tasks (heads), losses, gates, weighting, model and training settings.
+
+`parse_spec(data)` is the one entry point for untrusted input; it returns a validated, normalised `Spec`
+(loss names become loss objects, default losses and every default value are filled in) or raises `SpecError`
+whose messages name the field and say what is allowed.
+"""
+
+from __future__ import annotations
+
+import json
+import types
+import typing
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+TASK_TYPES = ("multiclass", "binary", "regression")
+DEFAULT_LOSS = {"multiclass": "cross_entropy", "binary": "binary_cross_entropy", "regression": "mse"}
+LOSSES_FOR_TYPE = {
+    "multiclass": ("cross_entropy", "focal"),
+    "binary": ("binary_cross_entropy", "focal"),
+    "regression": ("mse", "mae", "huber"),
+}
+ALL_LOSSES = ("cross_entropy", "binary_cross_entropy", "focal", "mse", "mae", "huber")
+
+
+class SpecError(ValueError):
+    """Invalid spec. `errors` is a list of "field.path: message" strings; pickle-safe (args == (errors,))."""
+
+    def __init__(self, errors: list[str] | str):
+        errors = [errors] if isinstance(errors, str) else list(errors)
+        super().__init__(errors)
+        self.errors = errors
+
+    def __str__(self) -> str:
+        return "; ".join(self.errors)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+# ---------------------------------------------------------------- losses
+class CrossEntropyLoss(_Model):
+    type: Literal["cross_entropy"] = "cross_entropy"
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+class BinaryCrossEntropyLoss(_Model):
+    type: Literal["binary_cross_entropy"] = "binary_cross_entropy"
+    pos_weight: float | None = Field(None, gt=0.0)
+
+
+class FocalLoss(_Model):
+    type: Literal["focal"] = "focal"
+    gamma: float = Field(2.0, ge=0.0)
+    alpha: float | None = Field(None, ge=0.0, le=1.0)
+
+
+class MSELoss(_Model):
+    type: Literal["mse"] = "mse"
+
+
+class MAELoss(_Model):
+    type: Literal["mae"] = "mae"
+
+
+class HuberLoss(_Model):
+    type: Literal["huber"] = "huber"
+    delta: float = Field(1.0, gt=0.0)
+
+
+Loss = Annotated[
+    Union[CrossEntropyLoss, BinaryCrossEntropyLoss, FocalLoss, MSELoss, MAELoss, HuberLoss],  # noqa: UP007
+    Field(discriminator="type"),
+]
+
+
+# ---------------------------------------------------------------- tasks
+class Gate(_Model):
+    """The head applies only where `task` is positive: binary gate task -> label true (classes omitted);
+    multiclass gate task -> label in `classes`."""
+
+    task: str
+    classes: list[str] | None = None
+
+
+class Task(_Model):
+    name: str = Field(min_length=1, max_length=100)
+    column: str | None = Field(None, min_length=1)
+    type: Literal["multiclass", "binary", "regression"]
+    classes: list[str] | None = None
+    loss: Loss
+    weight: float = Field(1.0, ge=0.0)
+    gate: Gate | None = None
+    standardize: bool = True  # regression only (ignored for classification heads)
+
+    @property
+    def source(self) -> str:
+        """The dataset column holding this task's labels."""
+        return self.column or self.name
+
+    @property
+    def num_outputs(self) -> int:
+        """Width of the head's output: number of classes for multiclass (classes must be known), else 1."""
+        if self.type == "multiclass":
+            if not self.classes:
+                raise ValueError(f"task '{self.name}': classes are not known yet (resolve the spec with data)")
+            return len(self.classes)
+        return 1
+
+    @model_validator(mode="before")
+    @classmethod
+    def _normalise_loss(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        loss = data.get("loss")
+        if loss is None:
+            if data.get("type") in DEFAULT_LOSS:
+                data["loss"] = {"type": DEFAULT_LOSS[data["type"]]}
+            else:
+                data.pop("loss", None)
+        elif isinstance(loss, str):
+            data["loss"] = {"type": loss}
+        return data
+
+    @model_validator(mode="after")
+    def _check(self) -> Task:
+        errors = []
+        if "." in self.name:
+            errors.append(f"name: '{self.name}' may not contain '.'; set 'column' for the dataset column")
+        if self.classes is not None:
+            if self.type != "multiclass":
+                errors.append(f"classes: only allowed for multiclass tasks; this task is {self.type}")
+            elif len(self.classes) < 2:
+                errors.append(f"classes: a multiclass task needs at least 2 classes; got {len(self.classes)}")
+            seen: set[str] = set()
+            for i, c in enumerate(self.classes):
+                if c == "":
+                    errors.append(f"classes[{i}]: empty class name")
+                elif c in seen:
+                    errors.append(f"classes[{i}]: duplicate class '{c}'")
+                seen.add(c)
+        if self.loss.type not in LOSSES_FOR_TYPE[self.type]:
+            allowed = ", ".join(LOSSES_FOR_TYPE[self.type])
+            errors.append(f"loss: '{self.loss.type}' does not fit a {self.type} task; allowed: {allowed}")
+        if errors:
+            raise SpecError(errors)
+        return self
+
+
+# ---------------------------------------------------------------- settings
+class Weighting(_Model):
+    strategy: Literal["fixed", "uncertainty", "dwa"] = "fixed"
+    temperature: float = Field(2.0, gt=0.0)  # DWA temperature T
+
+
+class ModelConfig(_Model):
+    image_size: int = Field(64, ge=8, le=512)
+    channels: Literal[1, 3] = 3
+    width: int = Field(32, ge=4, le=256)
+    depth: int = Field(4, ge=1, le=8)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    head_hidden: int = Field(64, ge=1, le=4096)
+
+
+class EarlyStopping(_Model):
+    metric: str = Field("val_loss", min_length=1)  # "val_loss" or "<task>.<metric>"
+    patience: int = Field(5, ge=1)
+
+
+class Augmentation(_Model):
+    hflip: bool = False
+    crop: int = Field(0, ge=0, le=64)  # max random shift in pixels
+
+
+class TrainingConfig(_Model):
+    epochs: int = Field(20, ge=1, le=10000)
+    batch_size: int = Field(64, ge=1, le=65536)
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    learning_rate: float = Field(1e-3, gt=0.0, le=10.0)
+    weight_decay: float = Field(1e-4, ge=0.0)
+    momentum: float = Field(0.9, ge=0.0, le=1.0)
+    schedule: Literal["cosine", "none"] = "cosine"
+    val_fraction: float = Field(0.15, ge=0.0, lt=1.0)
+    seed: int = Field(0, ge=0)
+    early_stopping: EarlyStopping | None = None
+    augmentation: Augmentation = Field(default_factory=Augmentation)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    mixed_precision: Literal["auto", "bf16", "none"] = "auto"
+    compile: bool = False
+
+
+# ---------------------------------------------------------------- spec
+class Spec(_Model):
+    spec_version: Literal[1] = 1
+    tasks: list[Task] = Field(min_length=1)
+    weighting: Weighting = Field(default_factory=Weighting)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+
+    @property
+    def task_names(self) -> list[str]:
+        return [t.name for t in self.tasks]
+
+    def task(self, name: str) -> Task:
+        for t in self.tasks:
+            if t.name == name:
+                return t
+        raise KeyError(f"'{name}' is not a task; tasks are: {', '.join(self.task_names)}")
+
+    def gate_order(self) -> list[str]:
+        """Task names ordered so every gate task comes before the tasks it gates (stable in spec order)."""
+        done: list[str] = []
+        pending = list(self.tasks)
+        while pending:
+            for t in pending:
+                if t.gate is None or t.gate.task in done:
+                    done.append(t.name)
+                    pending.remove(t)
+                    break
+        return done
+
+    def gate_class_indices(self, name: str) -> list[int] | None:
+        """For task `name` gated on a multiclass task: indices (into the gate task's classes) of the positive
+        gate classes. None when the task has no gate or its gate task is binary (positive = true)."""
+        gate = self.task(name).gate
+        if gate is None or gate.classes is None:
+            return None
+        gate_classes = self.task(gate.task).classes
+        if gate_classes is None:
+            raise ValueError(f"task '{gate.task}': classes are not known yet (resolve the spec with data)")
+        return [gate_classes.index(c) for c in gate.classes]
+
+    def with_classes(self, classes: dict[str, list[str]]) -> Spec:
+        """A re-validated copy with multiclass `classes` filled in (e.g. inferred from data); raises SpecError."""
+        data = self.to_json_dict()
+        for t in data["tasks"]:
+            if t["name"] in classes:
+                t["classes"] = list(classes[t["name"]])
+        return parse_spec(data)
+
+    def to_json_dict(self) -> dict:
+        """JSON-ready dict with every default filled in; parse_spec(spec.to_json_dict()) == spec."""
+        return self.model_dump(mode="json")
+
+    @model_validator(mode="after")
+    def _check(self) -> Spec:
+        errors: list[str] = []
+        names = self.task_names
+        first: dict[str, int] = {}
+        for i, t in enumerate(self.tasks):
+            if t.name in first:
+                errors.append(f"tasks[{i}].name: duplicate task name '{t.name}' (also tasks[{first[t.name]}])")
+            else:
+                first[t.name] = i
+        if all(t.weight == 0 for t in self.tasks):
+            errors.append("tasks: every task weight is 0; at least one task needs weight > 0")
+        valid_gate: dict[str, str] = {}
+        for i, t in enumerate(self.tasks):
+            if t.gate is not None:
+                path = f"tasks[{i}].gate"
+                before = len(errors)
+                errors += _gate_errors(self, t, path, names)
+                if len(errors) == before and first.get(t.name) == i:
+                    valid_gate[t.name] = t.gate.task
+        errors += _cycle_errors(valid_gate, first)
+        es = self.training.early_stopping
+        if es is not None and es.metric != "val_loss":
+            task_name, dot, metric = es.metric.partition(".")
+            if not dot or not metric or task_name not in names:
+                errors.append(
+                    f"training.early_stopping.metric: '{es.metric}' is not allowed; allowed: val_loss or "
+                    f"<task>.<metric> with task one of: {', '.join(names)}"
+                )
+        if errors:
+            raise SpecError(errors)
+        return self
+
+
+def _gate_errors(spec: Spec, t: Task, path: str, names: list[str]) -> list[str]:
+    gate = t.gate
+    assert gate is not None
+    if gate.task == t.name:
+        return [f"{path}.task: a task cannot gate itself ('{t.name}'); gate on another task"]
+    if gate.task not in names:
+        return [f"{path}.task: '{gate.task}' is not a task; tasks are: {', '.join(names)}"]
+    g = spec.task(gate.task)
+    if g.type == "regression":
+        return [f"{path}.task: '{g.name}' is a regression task; a gate must be a binary or multiclass task"]
+    if g.type == "binary":
+        if gate.classes is not None:
+            return [f"{path}.classes: not allowed for binary gate task '{g.name}' (positive means true); remove it"]
+        return []
+    known = f"; choose from: {', '.join(g.classes)}" if g.classes else ""
+    if not gate.classes:
+        return [f"{path}.classes: required (at least one class) for multiclass gate task '{g.name}'{known}"]
+    errors = []
+    seen: set[str] = set()
+    for j, c in enumerate(gate.classes):
+        if c in seen:
+            errors.append(f"{path}.classes[{j}]: duplicate class '{c}'")
+        elif g.classes is not None and c not in g.classes:
+            errors.append(f"{path}.classes[{j}]: '{c}' is not a class of '{g.name}'; classes are: {', '.join(g.classes)}")
+        seen.add(c)
+    return errors
+
+
+def _cycle_errors(gate_of: dict[str, str], index: dict[str, int]) -> list[str]:
+    errors, reported = [], set()
+    for start in gate_of:
+        chain, node = [start], gate_of[start]
+        while node in gate_of and node not in chain:
+            chain.append(node)
+            node = gate_of[node]
+        if node in chain:
+            cycle = chain[chain.index(node):]
+            key = frozenset(cycle)
+            if key not in reported:
+                reported.add(key)
+                first = min(cycle, key=index.__getitem__)
+                k = cycle.index(first)
+                cycle = cycle[k:] + cycle[:k]
+                shown = " -> ".join([*cycle, first])
+                errors.append(f"tasks[{index[first]}].gate: gate cycle {shown}; chains are allowed, cycles are not")
+    return errors
+
+
+# ---------------------------------------------------------------- parsing and error messages
+def parse_spec(data: dict | str | bytes | Spec) -> Spec:
+    """Validate and normalise a spec (dict, JSON text or bytes). Raises SpecError with field paths."""
+    if isinstance(data, Spec):
+        return data
+    if isinstance(data, str | bytes | bytearray):
+        try:
+            data = json.loads(data)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise SpecError([f"spec: not valid JSON ({exc})"]) from None
+    if not isinstance(data, dict):
+        raise SpecError([f"spec: must be a JSON object; got {type(data).__name__}"])
+    try:
+        return Spec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(_convert(exc, data)) from None
+
+
+def _convert(exc: ValidationError, data: Any) -> list[str]:
+    out: list[str] = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        path, ann = _walk(loc)
+        if err["type"] == "missing" and loc and loc[-1] == "loss":
+            continue  # only happens when the task type itself is invalid (reported separately)
+        inner = (err.get("ctx") or {}).get("error")
+        if isinstance(inner, SpecError):
+            out += [f"{path}.{e}" if path else e for e in inner.errors]
+            continue
+        out.append(f"{path or 'spec'}: {_message(err, loc, ann, data)}")
+    return out
+
+
+def _show(value: Any) -> str:
+    text = repr(value) if isinstance(value, str) else json.dumps(value, default=str)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _message(err: dict, loc: tuple, ann: Any, data: Any) -> str:
+    kind, value = err["type"], err.get("input")
+    if kind == "extra_forbidden":
+        parent = _unwrap(_walk(loc[:-1])[1])
+        allowed = ", ".join(parent.model_fields) if _is_model(parent) else "?"
+        return f"unknown field; allowed: {allowed}"
+    if kind == "missing":
+        return "required field is missing"
+    if kind == "literal_error":
+        allowed = ", ".join(str(a) for a in typing.get_args(_unwrap(ann))) or err["ctx"].get("expected", "")
+        return f"{_show(value)} is not allowed; allowed: {allowed}"
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        task_type = _lookup(data, loc[:-1] + ("type",))
+        allowed = ", ".join(LOSSES_FOR_TYPE.get(task_type, ALL_LOSSES))
+        if kind == "union_tag_not_found":
+            return f"a loss object needs a 'type'; allowed: {allowed}"
+        return f"{_show(err['ctx']['tag'])} is not a loss; allowed: {allowed}"
+    if kind == "model_attributes_type" and loc and loc[-1] == "loss":
+        return f"must be a loss name or an object with 'type'; got {_show(value)}"
+    if kind == "too_short":
+        return f"needs at least {err['ctx']['min_length']} item(s); got {err['ctx']['actual_length']}"
+    msg = err["msg"].replace("Input should be", "must be")
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    return f"{msg}; got {_show(value)}"
+
+
+def _is_model(ann: Any) -> bool:
+    return isinstance(ann, type) and issubclass(ann, BaseModel)
+
+
+def _unwrap(ann: Any) -> Any:
+    """Strip Annotated and `| None`; a real union of several members is returned as is."""
+    while True:
+        origin = typing.get_origin(ann)
+        if origin is Annotated:
+            ann = typing.get_args(ann)[0]
+        elif origin in (Union, types.UnionType):
+            members = [a for a in typing.get_args(ann) if a is not type(None)]
+            if len(members) != 1:
+                return ann
+            ann = members[0]
+        else:
+            return ann
+
+
+def _walk(loc: tuple) -> tuple[str, Any]:
+    """Map a pydantic error location to a display path ("tasks[1].loss.delta") and the annotation there."""
+    path, ann = "", Spec
+    for part in loc:
+        ann = _unwrap(ann)
+        if typing.get_origin(ann) in (Union, types.UnionType) and isinstance(part, str):
+            tagged = [m for m in typing.get_args(ann) if _is_model(m) and m.model_fields.get("type")
+                      and m.model_fields["type"].default == part]
+            if tagged:  # discriminated-union tag in the location: not shown
+                ann = tagged[0]
+                continue
+        if isinstance(part, int):
+            path += f"[{part}]"
+            ann = typing.get_args(ann)[0] if typing.get_origin(ann) is list else None
+        else:
+            path += f".{part}" if path else str(part)
+            ann = ann.model_fields[part].annotation if _is_model(ann) and part in ann.model_fields else None
+    return path, ann
+
+
+def _lookup(data: Any, loc: tuple) -> Any:
+    for part in loc:
+        try:
+            data = data[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return data

@@ -31,6 +31,15 @@ class Settings(BaseSettings):
     PREDICT_DEVICE: str = "cpu"
     TRAIN_DEVICE: str = "auto"
 
+    # Jobs and workers (owner: worker). A running job's lease is its heartbeat; the reaper requeues a job whose
+    # heartbeat is older than JOB_LEASE_SECONDS and fails it once it has been attempted MAX_ATTEMPTS times.
+    JOB_LEASE_SECONDS: int = Field(default=60, ge=5)
+    MAX_ATTEMPTS: int = Field(default=3, ge=1)
+    HEARTBEAT_SECONDS: float = Field(default=10.0, gt=0)
+    PROGRESS_SECONDS: float = Field(default=2.0, ge=0)
+    CANCEL_POLL_SECONDS: float = Field(default=1.0, gt=0)
+    REAPER_SECONDS: float = Field(default=30.0, ge=0)  # 0 disables the worker's reaper thread
+
     @model_validator(mode="after")
     def _fill_defaults(self) -> Settings:
         self.DATA_DIR = Path(self.DATA_DIR).expanduser().resolve()

@@ -6,7 +6,17 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.db import Base
@@ -47,7 +57,7 @@ class Dataset(Base):
     filename: Mapped[str] = mapped_column(String(500))
     num_samples: Mapped[int] = mapped_column(Integer)
     columns: Mapped[dict[str, Any]] = mapped_column(JSON)  # {col: {"kind", "labelled", "values"?}}
-    size_bytes: Mapped[int] = mapped_column(Integer)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)  # uploads may exceed 2**31 bytes
     sha256: Mapped[str] = mapped_column(String(64))
     path: Mapped[str] = mapped_column(String(500))  # relative to DATA_DIR
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

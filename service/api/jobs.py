@@ -1,0 +1,120 @@
+"""Training jobs: validate the spec against the dataset -> create the row -> COMMIT -> enqueue; list, get, cancel."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import JSONResponse
+from sqlalchemy.orm import Session
+
+from service import crud
+from service.api.deps import EnqueueDep, SessionDep, StorageDep, get_principal, require
+from service.auth import Principal
+from service.errors import ConflictError, NotFoundError, UnavailableError
+from service.models import Job, utcnow
+from service.schemas import ErrorRead, JobCreate, JobList, JobRead, JobStatus, ModelRef, Progress
+
+log = logging.getLogger("headwise.api")
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+ERRORS = {code: {"model": ErrorRead} for code in (401, 403, 404, 409, 422, 503)}
+
+
+def job_read(job: Job, model: tuple[str, int] | None = None) -> JobRead:
+    progress = dict(job.progress or {})
+    if progress.get("epochs") is None:
+        progress["epochs"] = ((job.spec or {}).get("training") or {}).get("epochs")
+    return JobRead(
+        id=job.id, status=job.status, dataset_id=job.dataset_id, model_name=job.model_name, spec=job.spec or {},
+        progress=Progress(**{k: progress[k] for k in ("epoch", "epochs", "fraction") if progress.get(k) is not None}),
+        history=job.history or [], metrics=job.metrics or {}, error=job.error,
+        cancel_requested=bool(job.cancel_requested), attempts=job.attempts or 0,
+        model=ModelRef(name=model[0], version=model[1]) if model else None,
+        created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at,
+    )
+
+
+def _read(session: Session, job: Job) -> JobRead:
+    return job_read(job, crud.job_versions(session=session, job_ids=[job.id]).get(job.id))
+
+
+def _get(session: Session, job_id: str, principal: Principal) -> Job:
+    job = crud.get_team_job(session=session, job_id=job_id, team=principal.team)
+    if job is None:
+        raise NotFoundError(f"job '{job_id}' not found")
+    return job
+
+
+@router.post("", status_code=202, response_model=JobRead, responses=ERRORS,
+             summary="Queue a training job (the spec is validated against the dataset first)")
+def create_job(
+    body: JobCreate,
+    principal: Annotated[Principal, Depends(require("jobs:write"))],
+    session: SessionDep,
+    storage: StorageDep,
+    enqueue: EnqueueDep,
+) -> JSONResponse:
+    from service.ml.data import resolve_spec
+    from service.ml.spec import parse_spec
+
+    dataset = crud.get_dataset(session=session, dataset_id=body.dataset_id, team=principal.team)
+    if dataset is None:
+        raise NotFoundError(f"dataset_id: dataset '{body.dataset_id}' not found")
+    spec = parse_spec(body.spec)  # SpecError -> 422 naming the field
+    spec = resolve_spec(spec, storage.load_table(dataset.id, dataset.path))  # unknown column, class not in data
+    job = crud.create_job(session=session, team=principal.team, dataset_id=dataset.id,
+                          model_name=body.model_name, spec=spec.to_json_dict())
+    session.commit()  # the worker must find the row: enqueue only after the commit
+    try:
+        enqueue(job.id)
+    except Exception as exc:  # noqa: BLE001 - broker down: the job cannot start, say so
+        log.error("could not enqueue job %s: %s", job.id, exc)
+        crud.finish_failed(session=session, job_id=job.id, error=f"could not enqueue the job: {exc}")
+        session.commit()
+        raise UnavailableError(f"job '{job.id}' could not be queued: the broker is unreachable") from None
+    session.refresh(job)
+    return JSONResponse(job_read(job).model_dump(mode="json"), status_code=202)
+
+
+@router.get("", response_model=JobList, responses=ERRORS, summary="The team's jobs, newest first")
+def list_jobs(
+    principal: Annotated[Principal, Depends(get_principal)],
+    session: SessionDep,
+    status: JobStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> JobList:
+    jobs, total = crud.list_team_jobs(session=session, team=principal.team, status=status, limit=limit,
+                                      offset=offset)
+    models = crud.job_versions(session=session, job_ids=[j.id for j in jobs])
+    return JobList(items=[job_read(j, models.get(j.id)) for j in jobs], total=total, limit=limit, offset=offset)
+
+
+@router.get("/{job_id}", response_model=JobRead, responses=ERRORS, summary="One job with progress and history")
+def get_job(job_id: str, principal: Annotated[Principal, Depends(get_principal)], session: SessionDep) -> JobRead:
+    return _read(session, _get(session, job_id, principal))
+
+
+@router.post(
+    "/{job_id}/cancel",
+    response_model=JobRead,
+    responses={**ERRORS, 202: {"model": JobRead, "description": "running: cancel requested; it ends cancelled"}},
+    summary="Cancel: a queued job never starts (200); a running job stops at its next step (202); 409 if finished",
+)
+def cancel_job(
+    job_id: str, principal: Annotated[Principal, Depends(require("jobs:write"))], session: SessionDep
+) -> JSONResponse:
+    job = _get(session, job_id, principal)
+    if job.status == "queued" and crud.cancel_queued_job(session=session, job_id=job.id, when=utcnow()):
+        code = 200
+    elif crud.request_job_cancel(session=session, job_id=job.id):
+        code = 202
+    else:
+        session.refresh(job)
+        if job.status in ("queued", "running"):  # pragma: no cover - lost a race twice; ask again
+            raise ConflictError(f"job '{job_id}' changed state while cancelling; try again")
+        raise ConflictError(f"job '{job_id}' already finished ({job.status}); nothing to cancel")
+    session.commit()
+    session.refresh(job)
+    return JSONResponse(_read(session, job).model_dump(mode="json"), status_code=code)

@@ -1,0 +1,122 @@
+"""Model registry reads: registered models, versions (metrics, spec, dataset, job), artifact download (zip)."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+from fastapi import Path as PathParam
+from fastapi.responses import StreamingResponse
+from sqlalchemy.orm import Session
+
+from service import crud
+from service.api.deps import SessionDep, StorageDep, require
+from service.auth import Principal
+from service.errors import NotFoundError, ServiceError
+from service.models import ModelVersion, RegisteredModel
+from service.schemas import ErrorRead, ModelList, ModelRead, ModelSummary, VersionRead
+
+router = APIRouter(prefix="/v1/models", tags=["models"])
+ERRORS = {code: {"model": ErrorRead} for code in (401, 403, 404, 422)}
+Reader = Annotated[Principal, Depends(require("models:read"))]
+Version = Annotated[int, PathParam(ge=1)]
+
+
+def version_read(name: str, mv: ModelVersion) -> VersionRead:
+    return VersionRead(
+        name=name, version=mv.version, metrics=mv.metrics or {}, spec=mv.spec or {}, dataset_id=mv.dataset_id,
+        job_id=mv.job_id, checksums=mv.checksums or {}, created_at=mv.created_at,
+    )
+
+
+def get_model(session: Session, principal: Principal, name: str) -> RegisteredModel:
+    model = crud.get_team_model(session=session, team=principal.team, name=name)
+    if model is None:
+        raise NotFoundError(f"model '{name}' not found")
+    return model
+
+
+def get_version(session: Session, principal: Principal, name: str, version: int | None) -> ModelVersion:
+    """A version of the team's model (latest when version is None) -> 404 naming what is missing."""
+    model = get_model(session, principal, name)
+    mv = crud.get_model_version(session=session, model_id=model.id, version=version)
+    if mv is None:
+        raise NotFoundError(f"model '{name}' has no version {version}" if version else f"model '{name}' has no versions")
+    return mv
+
+
+@router.get("", response_model=ModelList, responses=ERRORS, summary="Registered models with their latest version")
+def list_models(principal: Reader, session: SessionDep) -> ModelList:
+    items = [
+        ModelSummary(name=rm.name, created_at=rm.created_at, latest_version=mv.version if mv else None,
+                     latest=version_read(rm.name, mv) if mv else None)
+        for rm, mv in crud.list_team_models(session=session, team=principal.team)
+    ]
+    return ModelList(items=items)
+
+
+@router.get("/{name}", response_model=ModelRead, responses=ERRORS, summary="A model with all its versions")
+def read_model(name: str, principal: Reader, session: SessionDep) -> ModelRead:
+    model = get_model(session, principal, name)
+    versions = [version_read(name, mv) for mv in crud.list_model_versions(session=session, model_id=model.id)]
+    return ModelRead(name=name, created_at=model.created_at,
+                     latest_version=versions[-1].version if versions else None, versions=versions)
+
+
+@router.get("/{name}/versions/{version}", response_model=VersionRead, responses=ERRORS, summary="One version")
+def read_version(name: str, version: Version, principal: Reader, session: SessionDep) -> VersionRead:
+    return version_read(name, get_version(session, principal, name, version))
+
+
+class _Pipe(io.RawIOBase):
+    """A write-only, unseekable buffer: zipfile streams into it and the response drains it."""
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b) -> int:  # type: ignore[override]
+        self.chunks.append(bytes(b))
+        return len(b)
+
+    def take(self) -> bytes:
+        out, self.chunks = b"".join(self.chunks), []
+        return out
+
+
+def iter_zip(files: list[tuple[Path, str]], chunk: int = 1 << 20) -> Iterator[bytes]:
+    pipe = _Pipe()
+    with zipfile.ZipFile(pipe, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for path, arcname in files:
+            info = zipfile.ZipInfo.from_file(path, arcname)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            with open(path, "rb") as src, zf.open(info, "w") as dst:
+                while data := src.read(chunk):
+                    dst.write(data)
+                    if out := pipe.take():
+                        yield out
+    yield pipe.take()
+
+
+@router.get(
+    "/{name}/versions/{version}/artifact",
+    response_class=StreamingResponse,
+    responses={**ERRORS, 200: {"content": {"application/zip": {}}, "description": "zip of the artifact files"}},
+    summary="Download the artifact (model.safetensors, spec.json, meta.json, checksums.json) as a zip",
+)
+def download_artifact(name: str, version: Version, principal: Reader, session: SessionDep,
+                      storage: StorageDep) -> StreamingResponse:
+    mv = get_version(session, principal, name, version)
+    directory = storage.abs(mv.artifact_path)
+    files = [(p, p.relative_to(directory).as_posix()) for p in storage.iter_files(directory)] if directory.is_dir() else []
+    if not files:
+        raise ServiceError(f"artifact of model '{name}' version {version} is missing on disk", 500, "ArtifactMissing")
+    filename = f"{name}-v{version}.zip"
+    return StreamingResponse(iter_zip(files), media_type="application/zip",
+                             headers={"Content-Disposition": f'attachment; filename="{filename}"'})

@@ -1,0 +1,134 @@
+"""POST /v1/models/{name}/predict: multipart `files` or JSON {"images": [base64...]} -> per-head outputs.
+
+Body reading is streamed and capped; decoding, model loading (LRU) and inference run in the threadpool.
+Too many images -> 413; zero images, bad base64 or an undecodable image -> 422 naming the index.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import ValidationError as PydanticValidationError
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+
+from service.api.deps import PredictorsDep, SessionDep, SettingsDep, StorageDep, require
+from service.api.models import get_version
+from service.auth import Principal
+from service.errors import PayloadTooLargeError, UnsupportedMediaError, ValidationError, validation_detail
+from service.schemas import ErrorRead, ModelRef, PredictCreate, PredictRead
+from service.uploads import MemorySink, StreamingForm, check_content_length
+
+router = APIRouter(prefix="/v1/models", tags=["predict"])
+FORM_OVERHEAD = 256 * 1024
+PREDICT_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {"type": "object", "required": ["files"], "properties": {
+                    "files": {"type": "array", "items": {"type": "string", "format": "binary"}}}},
+            },
+            "application/json": {
+                "schema": {"type": "object", "required": ["images"], "properties": {
+                    "images": {"type": "array", "items": {"type": "string", "format": "byte"}}}},
+            },
+        },
+    }
+}
+ERRORS = {code: {"model": ErrorRead} for code in (401, 403, 404, 413, 415, 422)}
+
+
+def decode_image(data: bytes, where: str) -> Any:
+    """Bytes -> a fully decoded PIL image, checked like dataset images (PNG/JPEG, pixel cap) -> 422 naming `where`."""
+    from service.ml.data import DataError, open_image
+
+    if not data:
+        raise ValidationError(f"{where}: empty image")
+    try:
+        return open_image(data, where)
+    except DataError as exc:
+        raise ValidationError(str(exc)) from None
+
+
+def _b64(text: str, where: str) -> bytes:
+    if text.startswith("data:") and "," in text:  # accept data URLs
+        text = text.split(",", 1)[1]
+    try:
+        return base64.b64decode(text.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValidationError(f"{where}: not valid base64") from None
+
+
+async def _read_capped(request: Request, cap: int) -> bytes:
+    chunks, total = [], 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > cap:
+            raise PayloadTooLargeError(f"request body is larger than the limit of {cap} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_images(request: Request, max_images: int, max_bytes: int) -> tuple[str, list[bytes]]:
+    """-> (field name used in errors, raw image bytes in input order)."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype == "application/json":
+        check_content_length(request.headers.get("content-length"), max_bytes * 4 // 3 + FORM_OVERHEAD)
+        raw = await _read_capped(request, max_bytes * 4 // 3 + FORM_OVERHEAD)
+        try:
+            body = PredictCreate.model_validate(json.loads(raw))
+        except json.JSONDecodeError as exc:
+            raise ValidationError(f"body: invalid JSON ({exc})") from None
+        except PydanticValidationError as exc:
+            raise ValidationError(validation_detail([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()])) from None
+        if len(body.images) > max_images:
+            raise PayloadTooLargeError(f"images: {len(body.images)} images; at most {max_images} per request")
+        return "images", [_b64(text, f"images[{i}]") for i, text in enumerate(body.images)]
+    if ctype == "multipart/form-data":
+        check_content_length(request.headers.get("content-length"), max_bytes + FORM_OVERHEAD)
+        budget = [max_bytes]
+        sinks: list[MemorySink] = []
+
+        def open_file(field: str, filename: str, _ctype: str) -> MemorySink:
+            if field not in ("files", "file"):
+                raise ValidationError(f"unexpected file field '{field}': send images as 'files'")
+            if len(sinks) >= max_images:
+                raise PayloadTooLargeError(f"files: more than {max_images} images; at most {max_images} per request")
+            sinks.append(MemorySink(budget, f"files[{len(sinks)}]"))
+            return sinks[-1]
+
+        form = StreamingForm(request.headers.get("content-type", ""), open_file)
+        await form.consume(request.stream(), max_bytes + FORM_OVERHEAD)
+        return "files", [s.getvalue() for s in sinks]
+    raise UnsupportedMediaError("send multipart/form-data with 'files', or application/json with 'images' (base64)")
+
+
+def _resolve(session: Session, principal: Principal, name: str, version: int | None) -> tuple[str, int, str]:
+    mv = get_version(session, principal, name, version)
+    return mv.id, mv.version, mv.artifact_path
+
+
+@router.post("/{name}/predict", response_model=PredictRead, openapi_extra=PREDICT_BODY, responses=ERRORS,
+             summary="Run a model version (default latest) on one or more images")
+async def predict(
+    name: str,
+    request: Request,
+    principal: Annotated[Principal, Depends(require("predict"))],
+    session: SessionDep,
+    settings: SettingsDep,
+    storage: StorageDep,
+    predictors: PredictorsDep,
+    version: Annotated[int | None, Query(ge=1, description="model version; default the latest")] = None,
+) -> PredictRead:
+    version_id, number, artifact = await run_in_threadpool(_resolve, session, principal, name, version)
+    field, blobs = await read_images(request, settings.MAX_PREDICT_IMAGES, settings.MAX_PREDICT_BYTES)
+    if not blobs:
+        raise ValidationError(f"{field}: at least one image is required")
+    images = await run_in_threadpool(lambda: [decode_image(b, f"{field}[{i}]") for i, b in enumerate(blobs)])
+    outputs = await run_in_threadpool(predictors.predict, version_id, str(storage.abs(artifact)), images)
+    return PredictRead(model=ModelRef(name=name, version=number), predictions=outputs)

@@ -1,0 +1,244 @@
+"""`headwise serve | api | worker | migrate | keys create|list|revoke` (+ the client commands of cli_client).
+
+Never imports worker.*: the worker is started by module string (`python -m celery -A worker.app:app ...`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from service.config import Settings, get_settings
+
+WORKER_APP = "worker.app:app"
+
+
+def migrations_dir() -> Path:
+    path = Path(__file__).resolve().parents[1] / "migrations"
+    if not (path / "env.py").is_file():
+        raise SystemExit(f"migrations not found at {path} (run from a source checkout or the Docker image)")
+    return path
+
+
+def run_migrations(url: str | None = None) -> None:
+    """`alembic upgrade head` programmatically against url (default: the configured database)."""
+    from alembic import command
+    from alembic.config import Config
+
+    settings = get_settings()
+    settings.DATA_DIR.mkdir(parents=True, exist_ok=True)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(migrations_dir()))
+    cfg.attributes["url"] = url or settings.DATABASE_URL
+    command.upgrade(cfg, "head")
+
+
+def worker_command(queues: str = "gpu", concurrency: int = 1) -> list[str]:
+    return [sys.executable, "-m", "celery", "-A", WORKER_APP, "worker", "-Q", queues,
+            "--concurrency", str(concurrency), "--max-tasks-per-child", "1", "-l", "info"]
+
+
+def worker_env(settings: Settings) -> dict[str, str]:
+    """The same configuration for a child process, with relative defaults resolved."""
+    env = dict(os.environ)
+    env.update(HEADWISE_DATA_DIR=str(settings.DATA_DIR), HEADWISE_DATABASE_URL=settings.DATABASE_URL,
+               HEADWISE_BROKER_URL=settings.BROKER_URL)
+    return env
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 15.0) -> None:
+    """SIGTERM (Celery: warm shutdown), then kill after timeout."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Linux: the embedded worker gets SIGTERM if `headwise serve` dies without cleaning up (kill -9)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:  # noqa: BLE001 - best effort; other platforms rely on stop_process
+        pass
+
+
+def start_worker(settings: Settings) -> subprocess.Popen:
+    preexec = _die_with_parent if sys.platform.startswith("linux") else None
+    return subprocess.Popen(worker_command(), env=worker_env(settings), preexec_fn=preexec)
+
+
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def ensure_admin_key(settings: Settings) -> str | None:
+    """On first start without HEADWISE_ADMIN_KEY: create an admin key of team 'default' -> the key (else None)."""
+    from service import crud
+    from service.auth import DEFAULT_TEAM, create_key, load_secret
+    from service.db import session_scope
+
+    if settings.ADMIN_KEY:
+        return None
+    with session_scope(settings.DATABASE_URL) as session:
+        if crud.count_api_keys(session=session) > 0:
+            return None
+        _row, key = create_key(session, load_secret(settings), name="admin (created by headwise serve)",
+                               team=DEFAULT_TEAM, scopes=["admin"])
+    return key
+
+
+def _run_uvicorn(app_or_path, settings: Settings, factory: bool = False) -> None:
+    import uvicorn
+
+    uvicorn.run(app_or_path, host=settings.HOST, port=settings.PORT, factory=factory, log_level="info")
+
+
+def _banner(settings: Settings, key: str | None) -> None:
+    url = f"http://{settings.HOST}:{settings.PORT}"
+    print(f"Headwise is starting at {url}\n  API docs: {url}/docs\n  data dir: {settings.DATA_DIR}", flush=True)
+    if key:
+        print(f"  admin API key (shown once, keep it): {key}", flush=True)
+    elif settings.ADMIN_KEY:
+        print("  admin API key: the value of HEADWISE_ADMIN_KEY", flush=True)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    settings.DATA_DIR.mkdir(parents=True, exist_ok=True)
+    run_migrations(settings.DATABASE_URL)
+    key = ensure_admin_key(settings)
+    worker = None if args.no_worker else start_worker(settings)
+    # uvicorn re-raises SIGTERM after its graceful shutdown: turn it into SystemExit so `finally` stops the worker
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        from service.main import create_app
+
+        _banner(settings, key)
+        _run_uvicorn(create_app(settings), settings)
+    finally:
+        if worker is not None:
+            stop_process(worker)
+    return 0
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    os.environ.update(HEADWISE_HOST=settings.HOST, HEADWISE_PORT=str(settings.PORT))
+    _run_uvicorn("service.main:create_app", settings, factory=True)
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    cmd = worker_command(args.queues, args.concurrency)
+    os.execve(cmd[0], cmd, worker_env(get_settings()))
+    return 0  # pragma: no cover - exec does not return
+
+
+def cmd_migrate(_args: argparse.Namespace) -> int:
+    run_migrations()
+    print("database is at the latest revision")
+    return 0
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    from service import crud
+    from service.auth import DEFAULT_TEAM, check_scopes, create_key, load_secret
+    from service.db import session_scope
+    from service.models import utcnow
+
+    settings = get_settings()
+    settings.DATA_DIR.mkdir(parents=True, exist_ok=True)
+    with session_scope(settings.DATABASE_URL) as session:
+        if args.keys_command == "create":
+            try:
+                scopes = check_scopes(args.scopes)
+            except ValueError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
+            row, key = create_key(session, load_secret(settings), name=args.name, team=args.team or DEFAULT_TEAM,
+                                  scopes=scopes)
+            print(f"created key {row.id} ({row.prefix}) team={row.team} scopes={','.join(row.scopes)}",
+                  file=sys.stderr)
+            print(key)
+        elif args.keys_command == "list":
+            print(f"{'id':32}  {'prefix':13}  {'team':12}  {'name':20}  {'scopes':40}  status")
+            for row in crud.list_api_keys(session=session):
+                status = "revoked" if row.revoked_at else f"last used {row.last_used_at or 'never'}"
+                print(f"{row.id:32}  {row.prefix:13}  {row.team:12}  {row.name[:20]:20}  "
+                      f"{','.join(row.scopes)[:40]:40}  {status}")
+        else:
+            rows = crud.find_api_keys(session=session, id_or_prefix=args.key)
+            if len(rows) != 1:
+                why = "no key matches" if not rows else f"{len(rows)} keys match; give more of the prefix or the id"
+                print(f"error: {why} {args.key!r}", file=sys.stderr)
+                return 1
+            crud.revoke_api_key(session=session, key=rows[0], when=utcnow())
+            print(f"revoked key {rows[0].id} ({rows[0].prefix}); effective within seconds")
+    return 0
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = get_settings()
+    if getattr(args, "host", None):
+        settings.HOST = args.host
+    if getattr(args, "port", None):
+        settings.PORT = args.port
+    return settings
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from service.auth import SCOPES
+
+    parser = argparse.ArgumentParser(prog="headwise", description="Headwise: train and serve multi-task CNNs")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="embedded mode: migrations, one worker, the API (SQLite, no Redis)")
+    api = sub.add_parser("api", help="the API server only")
+    for p in (serve, api):
+        p.add_argument("--host", help="default HEADWISE_HOST (127.0.0.1)")
+        p.add_argument("--port", type=int, help="default HEADWISE_PORT (8000)")
+    serve.add_argument("--no-worker", action="store_true", help="do not start the embedded worker")
+    serve.set_defaults(func=cmd_serve)
+    api.set_defaults(func=cmd_api)
+    worker = sub.add_parser("worker", help="a Celery training worker (one GPU: set CUDA_VISIBLE_DEVICES)")
+    worker.add_argument("--queues", default="gpu")
+    worker.add_argument("--concurrency", type=int, default=1)
+    worker.set_defaults(func=cmd_worker)
+    sub.add_parser("migrate", help="alembic upgrade head").set_defaults(func=cmd_migrate)
+    keys = sub.add_parser("keys", help="manage API keys directly in the database")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    create = keys_sub.add_parser("create", help="create a key (printed once)")
+    create.add_argument("--name", required=True)
+    create.add_argument("--scopes", nargs="+", default=["admin"], choices=SCOPES, metavar="SCOPE",
+                        help=f"one or more of {', '.join(SCOPES)} (default admin)")
+    create.add_argument("--team", default=None, help="default 'default'")
+    keys_sub.add_parser("list", help="list keys (never the secrets)")
+    revoke = keys_sub.add_parser("revoke", help="revoke a key by id or prefix")
+    revoke.add_argument("key", metavar="ID_OR_PREFIX")
+    keys.set_defaults(func=cmd_keys)
+    try:
+        from service.cli_client import add_client_commands
+    except ImportError:  # pragma: no cover - client commands are optional
+        pass
+    else:
+        add_client_commands(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""create_app(): the FastAPI application (lifespan, state, routers, error handlers). Run with
+`uvicorn --factory service.main:create_app` or `headwise api`."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib.metadata import PackageNotFoundError, version
+
+from fastapi import FastAPI
+from sqlalchemy.orm import sessionmaker
+
+from service.api import api_router
+from service.auth import KeyAuthenticator
+from service.config import Settings, get_settings
+from service.db import make_engine
+from service.errors import install_error_handlers
+from service.predictor_cache import PredictorCache
+from service.schemas import ErrorRead
+from service.storage import Storage
+
+log = logging.getLogger("headwise.api")
+# Later features plug in here: a module with install(app) installs itself, otherwise its `router` is included.
+OPTIONAL_ROUTERS = ("service.api.events", "service.api.plots", "service.api.ui", "service.api.metrics")
+
+DESCRIPTION = """Train masked multi-task CNNs on partially labelled image datasets and serve them.
+
+Every `/v1` endpoint needs `Authorization: Bearer <key>`. Errors are `{"error": "<Kind>", "detail": "..."}`.
+
+| endpoint | scope |
+|---|---|
+| `GET /v1/datasets`, `GET /v1/jobs` (and single items) | any valid key of the team |
+| `POST/DELETE /v1/datasets` | `datasets:write` |
+| `POST /v1/datasets/{id}/audit` | `datasets:write` or `jobs:write` |
+| `POST /v1/jobs`, `POST /v1/jobs/{id}/cancel` | `jobs:write` |
+| `GET /v1/models/...` | `models:read` |
+| `POST /v1/models/{name}/predict` | `predict` |
+| `/v1/keys` | `admin` |
+
+`admin` implies every scope. Another team's resources answer 404.
+"""
+
+
+def _app_version() -> str:
+    try:
+        return version("headwise")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "0.0.0"
+
+
+def _predictor_loader(device: str):
+    def load(path: str):
+        from service.ml.inference import Predictor
+
+        return Predictor.load(path, device=device)
+
+    return load
+
+
+def _error_openapi(app: FastAPI) -> None:
+    """Request-validation errors are rendered as ErrorRead, not FastAPI's default HTTPValidationError: make the
+    schema say so for every operation (also for routers that did not list 422 themselves)."""
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schema = FastAPI.openapi(app)
+            ref = {"$ref": "#/components/schemas/ErrorRead"}
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            components.setdefault("ErrorRead", ErrorRead.model_json_schema())
+            for operations in schema.get("paths", {}).values():
+                for op in operations.values():
+                    response = op.get("responses", {}).get("422")
+                    if response and "HTTPValidationError" in str(response):
+                        response["content"] = {"application/json": {"schema": ref}}
+            if "HTTPValidationError" not in str(schema["paths"]):
+                components.pop("HTTPValidationError", None)
+                components.pop("ValidationError", None)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def init_state(app: FastAPI, settings: Settings) -> None:
+    """(Re)bind the app to settings: database engine, storage, key cache, model cache."""
+    storage = Storage(settings.DATA_DIR)
+    storage.ensure()
+    engine = make_engine(settings.DATABASE_URL)
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.sessionmaker = sessionmaker(bind=engine, expire_on_commit=False)
+    app.state.storage = storage
+    app.state.authenticator = KeyAuthenticator(settings, app.state.sessionmaker)
+    app.state.predictors = PredictorCache(settings.MODEL_CACHE_SIZE, _predictor_loader(settings.PREDICT_DEVICE))
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    log.info("Headwise API up (data dir %s)", app.state.storage.root)
+    yield
+    app.state.predictors.clear()
+    app.state.engine.dispose()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    app = FastAPI(title="Headwise", version=_app_version(), description=DESCRIPTION, lifespan=lifespan,
+                  docs_url="/docs", redoc_url="/redoc", openapi_url="/openapi.json")
+    init_state(app, settings or get_settings())
+    install_error_handlers(app)
+    app.include_router(api_router())
+    for module_name in OPTIONAL_ROUTERS:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue
+        if hasattr(module, "install"):
+            module.install(app)
+        else:
+            app.include_router(module.router)
+    _error_openapi(app)
+    return app

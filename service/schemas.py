@@ -1,0 +1,183 @@
+"""API request/response models (*Create / *Read). The engine's spec is validated by service.ml.spec, not here."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+
+def _utc(value: datetime) -> datetime:
+    """SQLite hands back naive datetimes: every stored time is UTC, so say so."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+Timestamp = Annotated[datetime, AfterValidator(_utc)]
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+
+class _Read(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class ErrorRead(BaseModel):
+    error: str = Field(examples=["NotFound"])
+    detail: str = Field(examples=["dataset 'abc' not found"])
+
+
+class HealthRead(BaseModel):
+    status: str = "ok"
+
+
+class ReadyRead(BaseModel):
+    status: Literal["ok", "unavailable"]
+    checks: dict[str, str]
+    error: str | None = None  # set with 503, like every error body
+    detail: str | None = None
+
+
+class Page(BaseModel):
+    total: int
+    limit: int
+    offset: int
+
+
+# ---- datasets ----------------------------------------------------------------------------------------
+class DatasetRead(_Read):
+    id: str
+    name: str
+    format: str
+    filename: str
+    num_samples: int
+    columns: dict[str, dict[str, Any]]
+    size_bytes: int
+    sha256: str
+    created_at: Timestamp
+
+
+class DatasetCreated(DatasetRead):
+    warnings: list[str] = []
+
+
+class DatasetList(Page):
+    items: list[DatasetRead]
+
+
+class AuditCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    spec: dict[str, Any]
+
+
+class AuditRead(BaseModel):
+    audit: dict[str, Any] | None = Field(description="the engine's audit; null when the spec has errors")
+    spec_errors: list[str]
+
+
+# ---- jobs --------------------------------------------------------------------------------------------
+class JobCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    dataset_id: str
+    model_name: str = Field(pattern=NAME_PATTERN, description="registered model name (letters, digits, . _ -)")
+    spec: dict[str, Any]
+
+
+class ModelRef(BaseModel):
+    name: str
+    version: int
+
+
+class Progress(BaseModel):
+    epoch: int = 0
+    epochs: int | None = None
+    fraction: float = 0.0
+
+
+class JobRead(BaseModel):
+    id: str
+    status: JobStatus
+    dataset_id: str | None
+    model_name: str
+    spec: dict[str, Any]
+    progress: Progress
+    history: list[dict[str, Any]]
+    metrics: dict[str, Any]
+    error: str | None = None
+    cancel_requested: bool
+    attempts: int
+    model: ModelRef | None = None
+    created_at: Timestamp
+    started_at: Timestamp | None
+    finished_at: Timestamp | None
+
+
+class JobList(Page):
+    items: list[JobRead]
+
+
+# ---- models ------------------------------------------------------------------------------------------
+class VersionRead(BaseModel):
+    name: str
+    version: int
+    metrics: dict[str, Any]
+    spec: dict[str, Any]
+    dataset_id: str | None
+    job_id: str
+    checksums: dict[str, str]
+    created_at: Timestamp
+
+
+class ModelSummary(BaseModel):
+    name: str
+    created_at: Timestamp
+    latest_version: int | None
+    latest: VersionRead | None
+
+
+class ModelList(BaseModel):
+    items: list[ModelSummary]
+
+
+class ModelRead(BaseModel):
+    name: str
+    created_at: Timestamp
+    latest_version: int | None
+    versions: list[VersionRead]
+
+
+class PredictCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    images: list[str] = Field(description="base64-encoded image files (PNG, JPEG, ...)")
+
+
+class PredictRead(BaseModel):
+    model: ModelRef
+    predictions: list[dict[str, Any]] = Field(description="one {task: output} object per input image, in order")
+
+
+# ---- keys --------------------------------------------------------------------------------------------
+class KeyCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=200)
+    scopes: list[str] = Field(min_length=1, examples=[["datasets:write", "jobs:write", "models:read", "predict"]])
+    team: str | None = Field(default=None, pattern=NAME_PATTERN, description="defaults to the caller's team")
+
+
+class KeyRead(_Read):
+    id: str
+    name: str
+    team: str
+    prefix: str
+    scopes: list[str]
+    created_at: Timestamp
+    revoked_at: Timestamp | None
+    last_used_at: Timestamp | None
+
+
+class KeyCreated(KeyRead):
+    key: str = Field(description="the API key; shown only in this response")
+
+
+class KeyList(BaseModel):
+    items: list[KeyRead]

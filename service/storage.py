@@ -1,0 +1,137 @@
+"""Bytes on disk under DATA_DIR.
+
+Layout (paths stored in the database are relative to DATA_DIR):
+    datasets/<id>/<file>          the uploaded archive (dataset.zip | dataset.npz)
+    datasets/<id>/table.json      labels table extracted at upload (keys + columns), re-read by jobs/audit
+    datasets/<id>/cache/          decoded image caches (worker)
+    artifacts/<model>/<version>/  model artifacts (<model> is the registered model id: unique across teams)
+    jobs/<id>/checkpoints/        resumable training checkpoints
+    tmp/                          in-flight uploads and atomic-write staging
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+class Storage:
+    def __init__(self, data_dir: Path | str):
+        self.root = Path(data_dir).expanduser().resolve()
+
+    # ---- layout --------------------------------------------------------------------------------------
+    @property
+    def tmp_dir(self) -> Path:
+        return self.root / "tmp"
+
+    def dataset_dir(self, dataset_id: str) -> Path:
+        return self.root / "datasets" / _safe(dataset_id)
+
+    def dataset_cache_dir(self, dataset_id: str) -> Path:
+        return self.dataset_dir(dataset_id) / "cache"
+
+    def dataset_table_path(self, dataset_id: str) -> Path:
+        return self.dataset_dir(dataset_id) / "table.json"
+
+    def artifact_dir(self, model: str, version: int) -> Path:
+        return self.root / "artifacts" / _safe(model) / str(int(version))
+
+    def job_dir(self, job_id: str) -> Path:
+        return self.root / "jobs" / _safe(job_id)
+
+    def checkpoint_dir(self, job_id: str) -> Path:
+        return self.job_dir(job_id) / "checkpoints"
+
+    def ensure(self) -> None:
+        for sub in ("datasets", "artifacts", "jobs", "tmp"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+
+    # ---- relative <-> absolute -----------------------------------------------------------------------
+    def rel(self, path: Path) -> str:
+        return Path(path).resolve().relative_to(self.root).as_posix()
+
+    def abs(self, rel: str) -> Path:
+        path = (self.root / rel).resolve()
+        if not path.is_relative_to(self.root):
+            raise ValueError(f"path {rel!r} escapes the data directory")
+        return path
+
+    # ---- writes --------------------------------------------------------------------------------------
+    def new_tmp_path(self, suffix: str = "") -> Path:
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        return self.tmp_dir / f"{uuid.uuid4().hex}{suffix}"
+
+    def atomic_write_bytes(self, path: Path, data: bytes) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def atomic_write_json(self, path: Path, obj: Any) -> None:
+        self.atomic_write_bytes(path, json.dumps(obj, separators=(",", ":")).encode())
+
+    def move_into(self, src: Path, dst: Path) -> Path:
+        """Move a finished file (e.g. a validated upload in tmp/) to its final place, atomically."""
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(src, dst)
+        return dst
+
+    # ---- the labels table extracted at upload ----------------------------------------------------------
+    def save_table(self, dataset_id: str, table: Any) -> None:
+        """Keep the validated labels table (a service.ml.data.Table) next to the archive: jobs and audits then
+        skip re-reading the archive."""
+        self.atomic_write_json(self.dataset_table_path(dataset_id), dataclasses.asdict(table))
+
+    def load_table(self, dataset_id: str, archive_rel: str) -> Any:
+        """The dataset's Table (from table.json; re-read from the archive when that is missing or stale)."""
+        from service.ml.data import Table, read_table
+
+        path = self.dataset_table_path(dataset_id)
+        if path.is_file():
+            try:
+                obj = json.loads(path.read_text())
+                known = {f.name for f in dataclasses.fields(Table)}
+                if isinstance(obj.get("image_shape"), list):
+                    obj["image_shape"] = tuple(obj["image_shape"])
+                return Table(**{k: v for k, v in obj.items() if k in known})
+            except (ValueError, KeyError, TypeError, AttributeError):
+                pass  # fall back to the archive
+        return read_table(self.abs(archive_rel))
+
+    # ---- removal -------------------------------------------------------------------------------------
+    def remove(self, path: Path | None) -> None:
+        if path is None:
+            return
+        path = Path(path)
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+    def remove_dataset(self, dataset_id: str) -> None:
+        self.remove(self.dataset_dir(dataset_id))
+
+    def iter_files(self, directory: Path) -> Iterator[Path]:
+        """Regular files under directory (sorted, no symlinks, no hidden staging files)."""
+        for path in sorted(Path(directory).rglob("*")):
+            if path.is_file() and not path.is_symlink() and not path.name.startswith("."):
+                yield path
+
+
+def _safe(part: str) -> str:
+    part = str(part)
+    if not part or part in {".", ".."} or "/" in part or "\\" in part or "\x00" in part:
+        raise ValueError(f"unsafe path component {part!r}")
+    return part

@@ -1,0 +1,220 @@
+"""Import rules from ARCHITECTURE.md, enforced by parsing every module's imports with ast.
+
+1. service/ml/** imports only torch, numpy, PIL, pydantic, the standard library and service.ml.*
+   (plus safetensors, the artifact file format the engine contract names)
+2. service/** never imports worker.*
+3. Only service/api/**, service/main.py and service/errors.py import fastapi (or starlette underneath it)
+4. Only service/crud.py builds SQL: no other module of service/ or worker/ uses sqlalchemy's
+   select/insert/update/delete/text (imported by name or as sqlalchemy.<name>)
+"""
+
+from __future__ import annotations
+
+import ast
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SERVICE = ROOT / "service"
+WORKER = ROOT / "worker"
+
+# safetensors: the artifact format named by the engine contract (model.safetensors); a pure tensor-file library.
+ML_ALLOWED = {"torch", "numpy", "PIL", "pydantic", "pydantic_core", "typing_extensions", "safetensors"}
+FASTAPI_PACKAGES = {"fastapi", "starlette"}
+FASTAPI_ALLOWED = ("service/api/", "service/main.py", "service/errors.py")
+SQL_BUILDERS = {"select", "insert", "update", "delete", "text"}
+SQL_MODULES = (
+    "sqlalchemy",
+    "sqlalchemy.sql",
+    "sqlalchemy.sql.expression",
+    "sqlalchemy.future",
+    "sqlalchemy.dialects.postgresql",
+    "sqlalchemy.dialects.sqlite",
+)
+
+
+@dataclass(frozen=True)
+class Import:
+    file: str  # relative to ROOT, posix
+    line: int
+    module: str  # absolute dotted module ("" when unresolvable)
+    names: tuple[str, ...]  # names imported with "from X import a, b"; () for "import X"
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(ROOT).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _package_of(path: Path) -> str:
+    name = _module_name(path)
+    return name if path.name == "__init__.py" else name.rpartition(".")[0]
+
+
+def parse_imports(path: Path) -> list[Import]:
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    rel = path.relative_to(ROOT).as_posix()
+    found: list[Import] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                found.append(Import(rel, node.lineno, alias.name, ()))
+        elif isinstance(node, ast.ImportFrom):
+            names = tuple(alias.name for alias in node.names)
+            if node.level:
+                base = _package_of(path).split(".")
+                up = node.level - 1
+                if up > len(base) or (up == len(base) and not node.module):
+                    found.append(Import(rel, node.lineno, "", names))
+                    continue
+                base = base[: len(base) - up] if up else base
+                module = ".".join([*base, node.module] if node.module else base)
+                found.append(Import(rel, node.lineno, module, names))
+                if not node.module:  # "from . import x" imports submodules x
+                    found.extend(Import(rel, node.lineno, f"{module}.{n}", ()) for n in names)
+            else:
+                found.append(Import(rel, node.lineno, node.module or "", names))
+    return found
+
+
+def _py_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*.py") if "__pycache__" not in p.parts)
+
+
+def _top(module: str) -> str:
+    return module.split(".", 1)[0]
+
+
+def _fmt(imp: Import) -> str:
+    what = f"from {imp.module} import {', '.join(imp.names)}" if imp.names else f"import {imp.module}"
+    return f"{imp.file}:{imp.line}: {what}"
+
+
+def test_sources_parse() -> None:
+    for path in _py_files(SERVICE) + _py_files(WORKER):
+        parse_imports(path)  # a SyntaxError here names the file
+
+
+def test_ml_imports_only_allowed_packages() -> None:
+    stdlib = set(sys.stdlib_module_names)
+    bad = []
+    for path in _py_files(SERVICE / "ml"):
+        for imp in parse_imports(path):
+            top = _top(imp.module)
+            if (
+                imp.module == ""
+                or imp.module == "service"
+                or (
+                    top == "service"
+                    and not (imp.module == "service.ml" or imp.module.startswith("service.ml."))
+                )
+            ):
+                bad.append(_fmt(imp))
+            elif top != "service" and top not in ML_ALLOWED and top not in stdlib and top != "__future__":
+                bad.append(_fmt(imp))
+    assert not bad, "service/ml may import only torch/numpy/PIL/pydantic/stdlib/service.ml:\n" + "\n".join(
+        bad
+    )
+
+
+def test_service_never_imports_worker() -> None:
+    bad = [
+        _fmt(imp)
+        for path in _py_files(SERVICE)
+        for imp in parse_imports(path)
+        if _top(imp.module) == "worker"
+    ]
+    assert not bad, (
+        "service/** must not import worker (enqueue by task name via service/queue.py):\n" + "\n".join(bad)
+    )
+
+
+def test_only_web_layer_imports_fastapi() -> None:
+    bad = []
+    for path in _py_files(SERVICE) + _py_files(WORKER):
+        rel = path.relative_to(ROOT).as_posix()
+        if rel.startswith(FASTAPI_ALLOWED):
+            continue
+        bad += [_fmt(imp) for imp in parse_imports(path) if _top(imp.module) in FASTAPI_PACKAGES]
+    assert not bad, (
+        "only service/api/**, service/main.py and service/errors.py may import fastapi/starlette:\n"
+        + "\n".join(bad)
+    )
+
+
+def _sql_uses(path: Path) -> list[str]:
+    """Names from SQL_BUILDERS imported from sqlalchemy, or used as attributes of an imported sqlalchemy module."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    rel = path.relative_to(ROOT).as_posix()
+    hits: list[str] = []
+    sa_aliases: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and not node.level and node.module in SQL_MODULES:
+            for alias in node.names:
+                if alias.name in SQL_BUILDERS or alias.name == "*":
+                    hits.append(f"{rel}:{node.lineno}: from {node.module} import {alias.name}")
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name in SQL_MODULES:
+                    sa_aliases.add(alias.asname or alias.name.split(".")[0])
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr in SQL_BUILDERS:
+            base = node.value
+            dotted = []
+            while isinstance(base, ast.Attribute):
+                dotted.append(base.attr)
+                base = base.value
+            if isinstance(base, ast.Name) and base.id in sa_aliases:
+                hits.append(f"{rel}:{node.lineno}: {base.id}.{'.'.join(reversed(dotted + [node.attr]))}")
+    return hits
+
+
+def test_only_crud_builds_sql() -> None:
+    bad = []
+    for path in _py_files(SERVICE) + _py_files(WORKER):
+        if path == SERVICE / "crud.py":
+            continue
+        bad += _sql_uses(path)
+    assert not bad, "only service/crud.py may build SQL (select/insert/update/delete/text):\n" + "\n".join(
+        bad
+    )
+
+
+# ------------------------------------------------------------------------ the checker's own behaviour
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("import os\nfrom . import spec\n", ["os", "service.ml", "service.ml.spec"]),
+        ("from .spec import Spec\n", ["service.ml.spec"]),
+        ("from ..config import get_settings\n", ["service.config"]),
+        ("from ... import worker\n", [""]),  # escapes the project: unresolvable
+    ],
+)
+def test_parse_imports_resolves_relative(
+    tmp_path: Path, monkeypatch, source: str, expected: list[str]
+) -> None:
+    pkg = tmp_path / "service" / "ml"
+    pkg.mkdir(parents=True)
+    mod = pkg / "thing.py"
+    mod.write_text(source)
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    assert [imp.module for imp in parse_imports(mod)] == expected
+
+
+def test_sql_detector(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    mod = tmp_path / "m.py"
+    mod.write_text(
+        "import sqlalchemy as sa\nfrom sqlalchemy import select, func\nfrom sqlalchemy.orm import Session\n"
+        "q = sa.update(1)\nr = sa.func.count()\n"
+    )
+    hits = _sql_uses(mod)
+    assert len(hits) == 2 and "import select" in hits[0] and "sa.update" in hits[1]

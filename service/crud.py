@@ -203,6 +203,19 @@ def get_model_version(*, session: _Session, model_id: str, version: int | None) 
 # caller won. A running job is fenced by its attempt number: only the worker holding attempt N may heartbeat,
 # write progress or finish it, so a worker that lost its lease (reaped, requeued) can no longer touch the row.
 
+def _now(session: Session) -> Any:
+    """Timestamps for leases come from the database's clock where it has one (PostgreSQL: workers and reapers
+    on different hosts compare one clock), else from this host's (SQLite: one host)."""
+    return func.now() if session.get_bind().dialect.name == "postgresql" else utcnow()
+
+
+def db_now(*, session: Session) -> datetime:
+    """The clock _now() writes with, as a value (the reaper's reference for stale leases)."""
+    if session.get_bind().dialect.name == "postgresql":
+        return session.execute(select(func.now())).scalar_one()
+    return utcnow()
+
+
 def create_job(
     *, session: Session, team: str, dataset_id: str | None, model_name: str, spec: dict[str, Any]
 ) -> Job:
@@ -216,7 +229,7 @@ def create_job(
 def claim_job(*, session: Session, job_id: str, worker: str) -> Job | None:
     """queued -> running atomically (attempts += 1); None when the job is not claimable (a second delivery of
     a running/finished job, an unknown id, or a queued job whose cancel was requested: that one ends cancelled)."""
-    now = utcnow()
+    now = _now(session)
     session.execute(
         update(Job)
         .where(Job.id == job_id, Job.status == "queued", Job.cancel_requested.is_(True))
@@ -243,18 +256,19 @@ def _owned(job_id: str, attempt: int) -> tuple:
 
 def heartbeat(*, session: Session, job_id: str, attempt: int) -> bool:
     """Extend the lease; False when this attempt no longer owns the job."""
-    result = session.execute(update(Job).where(*_owned(job_id, attempt)).values(heartbeat_at=utcnow()))
+    result = session.execute(update(Job).where(*_owned(job_id, attempt)).values(heartbeat_at=_now(session)))
     return result.rowcount == 1
 
 
 def write_progress(
-    *, session: Session, job_id: str, attempt: int, progress: dict[str, Any], history: list[dict[str, Any]]
+    *, session: Session, job_id: str, attempt: int, progress: dict[str, Any],
+    history: list[dict[str, Any]] | None = None,
 ) -> bool:
-    """Progress and history (also a heartbeat); False when this attempt no longer owns the job."""
-    result = session.execute(
-        update(Job).where(*_owned(job_id, attempt))
-        .values(progress=progress, history=history, heartbeat_at=utcnow())
-    )
+    """Progress and (when given) history; also a heartbeat. False when this attempt no longer owns the job."""
+    values: dict[str, Any] = {"progress": progress, "heartbeat_at": _now(session)}
+    if history is not None:
+        values["history"] = history
+    result = session.execute(update(Job).where(*_owned(job_id, attempt)).values(**values))
     return result.rowcount == 1
 
 
@@ -285,7 +299,7 @@ def finish_succeeded(
     UPDATE; SQLite: the database write lock taken by the first UPDATE), so two jobs finishing together get
     consecutive versions. artifact_path(model_id, version) -> path (relative to DATA_DIR) to record.
     Returns None (nothing written) when this attempt no longer owns the job."""
-    now = utcnow()
+    now = _now(session)
     won = session.execute(
         update(Job).where(*_owned(job_id, attempt))
         .values(status="succeeded", finished_at=now, heartbeat_at=now, metrics=metrics, history=history,
@@ -353,7 +367,7 @@ def _finish(
     session: Session, job_id: str, status: str, error: str | None, attempt: int | None,
     stale_before: datetime | None,
 ) -> bool:
-    now = utcnow()
+    now = _now(session)
     if attempt is not None:
         conditions = list(_owned(job_id, attempt))
     else:
@@ -386,7 +400,7 @@ def requeue_job(*, session: Session, job_id: str, attempt: int, stale_before: da
         update(Job)
         .where(*_owned(job_id, attempt),
                func.coalesce(Job.heartbeat_at, Job.started_at, Job.created_at) < stale_before)
-        .values(status="queued", worker=None, heartbeat_at=utcnow())
+        .values(status="queued", worker=None, heartbeat_at=_now(session))
     )
     return result.rowcount == 1
 

@@ -1,0 +1,69 @@
+"""The worker's Celery app: `celery -A worker.app worker -Q gpu --concurrency 1` (what `headwise worker` runs).
+
+- acks_late + prefetch 1 + reject_on_worker_lost: a message is acknowledged only after its job ended, and a
+  worker takes one job at a time. The Redis visibility timeout is longer than the longest allowed run.
+- max_tasks_per_child 1: every job runs in a fresh child process; the parent never imports torch or touches
+  CUDA, and a job's memory is returned to the OS when it ends.
+- No result backend: the job row is the result.
+- The reaper (worker/reaper.py) runs as a daemon thread in the worker's MAIN process, started on
+  `worker_ready`; it only uses the database and the producer, so it works with every broker (Redis or the
+  embedded SQLite one) and needs no celery beat. Every worker runs one; their updates are conditional, so
+  two reapers never requeue the same job twice.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from celery import Celery, signals
+
+from service.config import get_settings
+from service.queue import TRAIN_QUEUE, broker_options
+
+log = logging.getLogger("headwise.worker")
+
+
+def make_app() -> Celery:
+    settings = get_settings()
+    app = Celery("headwise-worker", include=["worker.tasks"])
+    app.conf.update(broker_options(settings.BROKER_URL, settings.visibility_timeout))
+    app.conf.update(
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        worker_max_tasks_per_child=1,
+        task_default_queue=TRAIN_QUEUE,
+        task_ignore_result=True,
+        result_backend=None,
+        worker_hijack_root_logger=False,
+        # Training may run for hours; no Celery time limit (jobs enforce MAX_JOB_SECONDS themselves).
+        task_time_limit=None,
+        task_soft_time_limit=None,
+        worker_cancel_long_running_tasks_on_connection_loss=False,
+    )
+    return app
+
+
+app = make_app()
+
+
+@signals.worker_process_init.connect
+def _fresh_connections_in_child(**_kwargs) -> None:
+    """A forked child must not reuse the parent's pooled database connections (the reaper thread's)."""
+    from service.db import get_engine
+
+    get_engine().dispose(close=False)
+
+
+@signals.worker_ready.connect
+def _start_reaper(sender=None, **_kwargs) -> None:
+    from worker.reaper import start_reaper_thread
+
+    start_reaper_thread(get_settings().REAPER_SECONDS)
+
+
+@signals.worker_shutdown.connect
+def _stop_reaper(**_kwargs) -> None:
+    from worker.reaper import stop_reaper_thread
+
+    stop_reaper_thread()

@@ -1,0 +1,255 @@
+"""run_job: claim the job row -> load the dataset -> train -> store the artifact -> register the version.
+
+The job row is the truth and the broker only a doorbell: `claim_job` moves queued -> running atomically, so a
+second delivery of the same message (redelivery, a reaper re-enqueue racing the original) finds nothing to do.
+The attempt number taken by the claim fences every later write (see service/crud.py). torch and the engine
+are imported here, lazily, so the Celery parent process never loads torch or touches CUDA; with
+max-tasks-per-child 1 each job runs in a fresh child.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+
+from service import crud
+from service.config import Settings, get_settings
+from service.db import get_sessionmaker, session_scope
+from service.models import Dataset, Job
+from service.storage import Storage
+from worker.monitor import CANCELLED, LEASE_LOST, TIMEOUT, JobMonitor, jsonable
+
+log = logging.getLogger("headwise.worker")
+
+REGISTER_TRIES = 5
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def run_job(job_id: str) -> str:
+    """Run one delivery of job `job_id`. Returns what happened: "skipped" (not claimable), "succeeded",
+    "failed", "cancelled" or "lease_lost" (this attempt was requeued elsewhere; row left alone)."""
+    settings = get_settings()
+    storage = Storage(settings.DATA_DIR)
+    try:
+        with session_scope() as session:
+            job = crud.claim_job(session=session, job_id=job_id, worker=worker_name())
+            if job is None:
+                status = crud.job_status(session=session, job_id=job_id)
+            else:
+                dataset = session.get(Dataset, job.dataset_id) if job.dataset_id else None
+                session.expunge_all()
+    except DBAPIError as exc:  # database down: nothing happened; the task retries this delivery later
+        raise DatabaseUnavailableError(f"cannot claim job {job_id}: {exc.orig}") from exc
+    if job is None:
+        log.info("job %s not claimable (status %s): delivery ignored", job_id, status or "unknown")
+        if status == "cancelled":
+            _cleanup(storage, job_id)
+        return "skipped"
+    log.info("job %s claimed (attempt %d) by %s", job_id, job.attempts, job.worker)
+    # The lease is renewed from right after the claim: importing torch and decoding the dataset into the
+    # image cache can take longer than the lease.
+    monitor = JobMonitor(job.id, job.attempts, _epochs_hint(job.spec), settings, history=job.history).start()
+    try:
+        outcome = _train_and_register(job, dataset, settings, storage, monitor)
+    except Exception as exc:
+        monitor.close(flush=True)
+        outcome = _fail(job, exc)
+    finally:
+        monitor.close(flush=True)
+    if outcome != LEASE_LOST:
+        _cleanup(storage, job_id)
+    return outcome
+
+
+class DatabaseUnavailableError(Exception):
+    """The job could not even be claimed because the database is unreachable (the task retries later)."""
+
+
+def _epochs_hint(spec: Any) -> int:
+    try:
+        return int(spec["training"]["epochs"])
+    except (KeyError, TypeError, ValueError):
+        return 0
+
+
+def _train_and_register(job: Job, dataset: Dataset | None, settings: Settings, storage: Storage,
+                        monitor: JobMonitor) -> str:
+    if dataset is None:
+        raise _JobError("the job's dataset no longer exists (it was deleted)")
+    from service.ml.artifact import save_artifact
+    from service.ml.data import load_training_data
+    from service.ml.spec import parse_spec
+    from service.ml.train import TrainingCancelled, train
+
+    started = time.monotonic()
+    spec = parse_spec(job.spec)
+    monitor.epochs = epochs = spec.training.epochs
+    spec, data = load_training_data(spec, storage.abs(dataset.path), storage.dataset_cache_dir(dataset.id))
+    device = spec.training.device if spec.training.device != "auto" else settings.TRAIN_DEVICE
+    try:
+        if monitor.should_stop():
+            raise TrainingCancelled("stopped before training started")
+        result = train(spec, data, device=device, on_epoch=monitor.on_epoch, on_step=monitor.on_step,
+                       should_stop=monitor.should_stop, checkpoint_dir=storage.checkpoint_dir(job.id))
+    except TrainingCancelled:
+        monitor.close(flush=True)
+        return _stopped(job, monitor.stop_reason or CANCELLED, settings)
+    log.info("job %s trained %d epochs in %.1f s", job.id, len(result.history), time.monotonic() - started)
+
+    tmp = storage.new_tmp_path(f"-artifact-{job.id}")
+    try:
+        checksums = save_artifact(result, tmp)
+        monitor.close(flush=True)  # no more heartbeats: the next write is the final transaction
+        if monitor.stop_reason == LEASE_LOST:
+            return LEASE_LOST
+        last_epoch = result.history[-1].get("epoch", len(result.history)) if result.history else 0
+        registered = _register(job, result, checksums, tmp, storage,
+                               {"epoch": last_epoch, "epochs": epochs, "fraction": 1.0})
+    finally:
+        storage.remove(tmp)
+    if registered is None:
+        log.error("job %s: attempt %d lost its lease before registering; artifact discarded",
+                  job.id, job.attempts)
+        return LEASE_LOST
+    log.info("job %s succeeded: model %s version %d", job.id, job.model_name, registered)
+    return "succeeded"
+
+
+def _register(job: Job, result: Any, checksums: dict[str, str], tmp: Path, storage: Storage,
+              progress: dict[str, Any]) -> int | None:
+    """One transaction: job succeeded + next model version. The artifact dir is renamed into place inside it
+    (while the version number is locked) and taken out again when the transaction surely did not commit.
+    Conflicts (unique violations, SQLite busy) are retried. Returns the version number, None if the lease
+    was lost."""
+    spec_json = result.spec.to_json_dict()
+    metrics, history = jsonable(result.metrics), jsonable(result.history)
+    for attempt in range(1, REGISTER_TRIES + 1):
+        final: Path | None = None
+        session = get_sessionmaker()()
+        try:
+            version = crud.finish_succeeded(
+                session=session, job_id=job.id, attempt=job.attempts, spec=spec_json, metrics=metrics,
+                history=history, checksums=checksums, progress=progress,
+                artifact_path=lambda model_id, number: storage.rel(storage.artifact_dir(model_id, number)),
+            )
+            if version is None:
+                session.rollback()
+                return None
+            number = version.version
+            final = storage.abs(version.artifact_path)
+            if final.exists():  # left by a crash between rename and commit; the version lock is ours
+                storage.remove(final)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, final)
+        except (IntegrityError, OperationalError) as exc:  # before COMMIT: nothing was written
+            session.rollback()
+            session.close()
+            _unplace(final, tmp)
+            if attempt == REGISTER_TRIES:
+                raise
+            log.warning("job %s: registering the version conflicted (%s); retrying", job.id, exc.orig)
+            time.sleep(0.1 * attempt)
+            continue
+        except BaseException:
+            session.rollback()
+            session.close()
+            _unplace(final, tmp)
+            raise
+        try:
+            session.commit()
+            return number
+        except BaseException:
+            session.rollback()
+            committed = _registered_version(job.id)  # a COMMIT that raised may still have committed
+            if committed is False:
+                _unplace(final, tmp)
+            elif committed is True:
+                log.warning("job %s: COMMIT raised but the version is recorded; keeping it", job.id)
+                return number
+            raise
+        finally:
+            session.close()
+    return None
+
+
+def _registered_version(job_id: str) -> bool | None:
+    """After an ambiguous COMMIT: True/False whether the job's version exists, None if we cannot tell (then
+    the artifact stays: an orphan directory is harmless, a version without files is not)."""
+    try:
+        with session_scope() as session:
+            return job_id in crud.job_versions(session=session, job_ids=[job_id])
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _unplace(final: Path | None, tmp: Path) -> None:
+    """Move a placed artifact back to its staging path (removed by the caller)."""
+    if final is not None and final.exists() and not tmp.exists():
+        os.replace(final, tmp)
+
+
+def _stopped(job: Job, reason: str, settings: Settings) -> str:
+    if reason == LEASE_LOST:
+        return LEASE_LOST
+    with session_scope() as session:
+        if reason == TIMEOUT:
+            error = f"training exceeded HEADWISE_MAX_JOB_SECONDS={settings.MAX_JOB_SECONDS} and was stopped"
+            done = crud.finish_failed(session=session, job_id=job.id, attempt=job.attempts, error=error)
+            outcome = "failed"
+        else:
+            done = crud.finish_cancelled(session=session, job_id=job.id, attempt=job.attempts)
+            outcome = "cancelled"
+    log.info("job %s %s", job.id, outcome)
+    return outcome if done else LEASE_LOST
+
+
+class _JobError(Exception):
+    """A readable reason a job cannot run (shown as the job's error as is)."""
+
+
+def _client_error_types() -> tuple[type[BaseException], ...]:
+    """Errors whose message is written for the user (engine validation errors, _JobError)."""
+    types: list[type[BaseException]] = [_JobError]
+    try:
+        from service.ml.spec import SpecError
+
+        types.append(SpecError)
+        from service.ml.data import DataError
+
+        types.append(DataError)
+    except ImportError:  # the engine failed to import: that error is reported as "<Type>: <msg>"
+        pass
+    return tuple(types)
+
+
+def error_message(exc: BaseException) -> str:
+    """User-facing error: engine validation errors and _JobError as they are, anything else "<Type>: <msg>"."""
+    if isinstance(exc, _client_error_types()):
+        return str(exc)
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _fail(job: Job, exc: Exception) -> str:
+    message = error_message(exc)
+    if isinstance(exc, _client_error_types()):
+        log.info("job %s failed: %s", job.id, message)
+    else:
+        log.error("job %s failed: %s", job.id, message, exc_info=exc)
+    with session_scope() as session:
+        done = crud.finish_failed(session=session, job_id=job.id, attempt=job.attempts, error=message[:4000])
+    return "failed" if done else LEASE_LOST
+
+
+def _cleanup(storage: Storage, job_id: str) -> None:
+    """A finished job needs no checkpoints."""
+    storage.remove(storage.job_dir(job_id))

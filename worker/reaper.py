@@ -1,0 +1,101 @@
+"""Requeue jobs whose worker vanished (lease = heartbeat older than JOB_LEASE_SECONDS).
+
+A job whose worker was killed stays `running` with a heartbeat that stops moving. Once the heartbeat is older
+than the lease, the reaper puts it back to `queued` and enqueues it again; the next attempt resumes from the
+job's last epoch checkpoint (jobs/<id>/checkpoints). A job already attempted MAX_ATTEMPTS times is failed with
+"worker lost N times" instead. Both transitions are conditional UPDATEs on (status, attempts, stale heartbeat),
+so concurrent reapers (one per worker) and a late heartbeat from a slow-but-alive worker cannot double-requeue;
+a worker whose job was requeued notices at its next heartbeat (it no longer owns the attempt) and stops.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import timedelta
+
+from service import crud
+from service.config import get_settings
+from service.db import session_scope
+from service.queue import enqueue_training, ping_broker
+
+log = logging.getLogger("headwise.reaper")
+
+_thread: threading.Thread | None = None
+_stop = threading.Event()
+
+
+def reap_stale_jobs(database_url: str | None = None) -> dict[str, int]:
+    """One pass: returns {"requeued": n, "failed": n}."""
+    settings = get_settings()
+    counts = {"requeued": 0, "failed": 0}
+    with session_scope(database_url) as session:
+        # the database's clock (PostgreSQL), the one heartbeats are written with: no cross-host clock skew
+        stale_before = crud.db_now(session=session) - timedelta(seconds=settings.JOB_LEASE_SECONDS)
+        stale = crud.stale_running_jobs(session=session, stale_before=stale_before)
+    broker_up: bool | None = None
+    for job_id, attempts in stale:
+        if attempts >= settings.MAX_ATTEMPTS:
+            error = (f"worker lost {attempts} times (no heartbeat for {settings.JOB_LEASE_SECONDS} s); "
+                     f"giving up after HEADWISE_MAX_ATTEMPTS={settings.MAX_ATTEMPTS} attempts")
+            with session_scope(database_url) as session:
+                done = crud.finish_failed(session=session, job_id=job_id, error=error, attempt=attempts,
+                                          stale_before=stale_before)
+            if done:
+                counts["failed"] += 1
+                log.warning("job %s failed: %s", job_id, error)
+                _remove_checkpoints(job_id)
+            continue
+        if broker_up is None:
+            broker_up = ping_broker()
+        if not broker_up:  # requeueing now would leave a queued job nobody is told about: wait a round
+            log.warning("job %s: worker lost, but the broker is unreachable; requeue postponed", job_id)
+            continue
+        with session_scope(database_url) as session:
+            won = crud.requeue_job(session=session, job_id=job_id, attempt=attempts, stale_before=stale_before)
+        if not won:
+            continue
+        counts["requeued"] += 1
+        log.warning("job %s: worker lost (attempt %d), requeued", job_id, attempts)
+        try:
+            enqueue_training(job_id)  # after the commit; if the broker is down, the row says queued
+        except Exception as exc:  # noqa: BLE001
+            log.error("job %s requeued but not enqueued (broker unreachable?): %s", job_id, exc)
+    return counts
+
+
+def _remove_checkpoints(job_id: str) -> None:
+    from service.storage import Storage
+
+    Storage(get_settings().DATA_DIR).remove(Storage(get_settings().DATA_DIR).job_dir(job_id))
+
+
+def _loop(interval: float) -> None:
+    while not _stop.wait(interval):
+        try:
+            counts = reap_stale_jobs()
+            if any(counts.values()):
+                log.info("reaper: %s", counts)
+        except Exception:  # noqa: BLE001 - database down etc.: try again next round
+            log.exception("reaper pass failed")
+
+
+def start_reaper_thread(interval: float) -> threading.Thread | None:
+    """Start the periodic reaper (daemon thread) unless interval <= 0 or it already runs."""
+    global _thread
+    if interval <= 0 or (_thread is not None and _thread.is_alive()):
+        return _thread
+    _stop.clear()
+    _thread = threading.Thread(target=_loop, args=(interval,), name="headwise-reaper", daemon=True)
+    _thread.start()
+    log.info("reaper thread started (every %.0f s, lease %d s, max attempts %d)", interval,
+             get_settings().JOB_LEASE_SECONDS, get_settings().MAX_ATTEMPTS)
+    return _thread
+
+
+def stop_reaper_thread() -> None:
+    global _thread
+    _stop.set()
+    if _thread is not None:
+        _thread.join(timeout=5)
+    _thread = None

@@ -1,0 +1,63 @@
+"""The dashboard: GET /ui renders one server-side template (no build step); its plain JS talks to the /v1 API
+with the API key the user enters once (kept in sessionStorage) and reads live progress from the SSE endpoint
+with fetch streaming. Static files are served from service/static by name (no directory traversal)."""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
+from fastapi.templating import Jinja2Templates
+
+from service.errors import NotFoundError
+
+HERE = Path(__file__).resolve().parent.parent
+TEMPLATES = Jinja2Templates(directory=str(HERE / "templates"))
+STATIC = HERE / "static"
+MEDIA_TYPES = {".js": "text/javascript", ".css": "text/css", ".png": "image/png", ".svg": "image/svg+xml"}
+TABS = [("datasets", "Datasets"), ("jobs", "Jobs"), ("models", "Models"), ("try", "Try it")]
+CSP = ("default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; "
+       "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
+
+router = APIRouter(include_in_schema=False)
+
+
+def _version() -> str:
+    try:
+        return version("headwise")
+    except PackageNotFoundError:
+        return "dev"
+
+
+def static_url(name: str) -> str:
+    path = STATIC / name
+    stamp = int(path.stat().st_mtime) if path.is_file() else 0
+    return f"/ui/static/{name}?v={stamp}"
+
+
+@router.get("/ui", response_class=HTMLResponse)
+def dashboard(request: Request) -> HTMLResponse:
+    context = {"tabs": TABS, "version": _version(), "docs_url": "/docs", "api_root": "/v1",
+               "static_url": static_url}
+    response = TEMPLATES.TemplateResponse(request, "ui.html", context)
+    response.headers["Content-Security-Policy"] = CSP
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+@router.get("/ui/")
+def dashboard_slash() -> RedirectResponse:
+    return RedirectResponse("/ui", status_code=307)
+
+
+@router.get("/ui/static/{name}")
+def static_file(name: str) -> FileResponse:
+    files = {p.name: p for p in STATIC.iterdir() if p.is_file()} if STATIC.is_dir() else {}
+    path = files.get(name)
+    if path is None:
+        raise NotFoundError(f"no static file '{name}'")
+    return FileResponse(path, media_type=MEDIA_TYPES.get(path.suffix, "application/octet-stream"),
+                        headers={"Cache-Control": "public, max-age=3600", "X-Content-Type-Options": "nosniff"})

@@ -405,6 +405,33 @@ def requeue_job(*, session: Session, job_id: str, attempt: int, stale_before: da
     return result.rowcount == 1
 
 
+def count_queued_jobs(*, session: Session) -> int:
+    """Jobs waiting to be claimed (queued, not cancelled): each should have a message in the broker."""
+    return session.execute(
+        select(func.count()).select_from(Job).where(Job.status == "queued", Job.cancel_requested.is_(False))
+    ).scalar_one()
+
+
+def stale_queued_jobs(*, session: Session, rung_before: datetime, limit: int = 100) -> list[str]:
+    """Queued jobs whose last enqueue (heartbeat_at of a queued job, else created_at) is older than rung_before."""
+    return list(session.execute(
+        select(Job.id)
+        .where(Job.status == "queued", Job.cancel_requested.is_(False),
+               func.coalesce(Job.heartbeat_at, Job.created_at) < rung_before)
+        .order_by(Job.created_at).limit(limit)
+    ).scalars())
+
+
+def ring_queued_job(*, session: Session, job_id: str, rung_before: datetime) -> bool:
+    """Record a new enqueue of a still-queued job (conditional: one of several reapers wins)."""
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == "queued", func.coalesce(Job.heartbeat_at, Job.created_at) < rung_before)
+        .values(heartbeat_at=_now(session))
+    )
+    return result.rowcount == 1
+
+
 # ---- metrics reads (issue 5) ------------------------------------------------------------------------------
 def count_jobs_by_status(*, session: Session) -> dict[str, int]:  # (issue 5)
     """{status: number of jobs}, every team (Prometheus /metrics)."""

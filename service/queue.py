@@ -65,3 +65,19 @@ def ping_broker(timeout: float = 2) -> bool:
     except Exception as exc:  # noqa: BLE001 - any failure means "not reachable"
         log.warning("broker not reachable: %s", exc)
         return False
+
+
+def queued_messages(timeout: float = 2) -> int | None:
+    """Messages waiting in the training queue (not yet taken by a worker); None when the broker cannot say."""
+    from kombu.exceptions import ChannelError
+
+    try:
+        with get_producer().connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=timeout)
+            try:
+                return int(conn.default_channel.queue_declare(queue=TRAIN_QUEUE, passive=True).message_count)
+            except ChannelError:  # no such queue (Redis drops empty lists): nothing waiting
+                return 0
+    except Exception as exc:  # noqa: BLE001 - unknown is "do nothing" for the caller
+        log.warning("could not count queued messages: %s", exc)
+        return None

@@ -15,10 +15,13 @@ import dataclasses
 import json
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+TMP_MAX_AGE_SECONDS = 24 * 3600  # tmp/ entries older than this are leftovers of a crash
 
 
 class Storage:
@@ -119,6 +122,19 @@ class Storage:
             shutil.rmtree(path, ignore_errors=True)
         else:
             path.unlink(missing_ok=True)
+
+    def sweep_tmp(self, max_age_seconds: float = TMP_MAX_AGE_SECONDS) -> int:
+        """Remove entries of tmp/ untouched for max_age_seconds: partial uploads and artifact staging left by a
+        process killed mid-write (a live write keeps its mtime fresh). Returns the number removed."""
+        cutoff, removed = time.time() - max_age_seconds, 0
+        for entry in self.tmp_dir.iterdir() if self.tmp_dir.is_dir() else ():
+            try:
+                if entry.lstat().st_mtime < cutoff:
+                    self.remove(entry)
+                    removed += 1
+            except OSError:  # removed concurrently
+                continue
+        return removed
 
     def remove_dataset(self, dataset_id: str) -> None:
         self.remove(self.dataset_dir(dataset_id))

@@ -17,7 +17,7 @@ from datetime import timedelta
 from service import crud
 from service.config import get_settings
 from service.db import session_scope
-from service.queue import enqueue_training, ping_broker
+from service.queue import enqueue_training, ping_broker, queued_messages
 
 log = logging.getLogger("headwise.reaper")
 
@@ -64,6 +64,39 @@ def reap_stale_jobs(database_url: str | None = None) -> dict[str, int]:
     return counts
 
 
+def ring_lost_doorbells(database_url: str | None = None) -> int:
+    """Enqueue again the queued jobs whose message the broker lost (e.g. Redis restarted without persistence).
+
+    The broker cannot say which job a message is for without consuming it, so: when it holds fewer waiting
+    messages than there are queued jobs, every queued job not enqueued within the lease is enqueued again (its
+    doorbell time, heartbeat_at, is reset, so this repeats at most once per lease). A duplicate is harmless: the
+    claim lets one delivery run the job and the others find nothing to do. Returns the number enqueued."""
+    settings = get_settings()
+    with session_scope(database_url) as session:
+        rung_before = crud.db_now(session=session) - timedelta(seconds=settings.JOB_LEASE_SECONDS)
+        queued = crud.count_queued_jobs(session=session)
+        stale = crud.stale_queued_jobs(session=session, rung_before=rung_before) if queued else []
+    if not stale:
+        return 0
+    waiting = queued_messages()
+    if waiting is None or waiting >= queued:
+        return 0
+    rung = 0
+    for job_id in stale:
+        with session_scope(database_url) as session:
+            if not crud.ring_queued_job(session=session, job_id=job_id, rung_before=rung_before):
+                continue
+        try:
+            enqueue_training(job_id)
+            rung += 1
+        except Exception as exc:  # noqa: BLE001 - broker down again: next round
+            log.error("job %s: could not enqueue it again: %s", job_id, exc)
+    if rung:
+        log.warning("%d queued job(s) but %d message(s) in the broker: enqueued %d job(s) again", queued, waiting,
+                    rung)
+    return rung
+
+
 def _remove_checkpoints(job_id: str) -> None:
     from service.storage import Storage
 
@@ -74,6 +107,7 @@ def _loop(interval: float) -> None:
     while not _stop.wait(interval):
         try:
             counts = reap_stale_jobs()
+            counts["enqueued_again"] = ring_lost_doorbells()
             if any(counts.values()):
                 log.info("reaper: %s", counts)
         except Exception:  # noqa: BLE001 - database down etc.: try again next round

@@ -54,10 +54,15 @@ def _get(session: Session, dataset_id: str, principal: Principal) -> Dataset:
 def _ingest(session: Session, storage: Storage, tmp: Path, *, team: str, name: str, filename: str,
             fmt: str, size: int, sha256: str) -> DatasetCreated:
     """Blocking: decode + validate the archive, move it into datasets/<id>/ and commit the row."""
-    from service.ml.data import read_table, summarize, verify_images
+    from service.ml.data import DataError, read_table, summarize, verify_images
 
-    table = read_table(tmp)
-    verify_images(tmp, table)  # decode every image: truncated/undecodable files are rejected now, not in training
+    try:
+        table = read_table(tmp)
+        verify_images(tmp, table)  # decode every image: truncated/undecodable files are rejected now, not in training
+    except DataError as exc:  # name the uploaded file, not the temporary one
+        raise DataError(str(exc).replace(tmp.name, filename)) from None
+    if table.source == tmp.name:
+        table.source = filename
     columns = summarize(table)
     dataset_id = new_id()
     final = storage.dataset_dir(dataset_id) / f"dataset.{fmt}"
@@ -126,7 +131,7 @@ def list_datasets(
     principal: Annotated[Principal, Depends(get_principal)],
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
 ) -> DatasetList:
     rows, total = crud.list_datasets(session=session, team=principal.team, limit=limit, offset=offset)
     return DatasetList(items=[DatasetRead.model_validate(r) for r in rows], total=total, limit=limit, offset=offset)

@@ -35,7 +35,12 @@ POLL_SECONDS = 1.0
 KEEPALIVE_SECONDS = 15.0
 SSE_RESPONSE = {
     200: {"description": "text/event-stream of `status` and `epoch` events",
-          "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+          # OpenAPI < 3.2: the schema of a text/event-stream describes each event
+          "content": {"text/event-stream": {"schema": {
+              "type": "object", "required": ["data"],
+              "properties": {"event": {"type": "string", "enum": ["status", "epoch"]},
+                             "data": {"type": "string", "description": "a JSON object"},
+                             "id": {"type": "string", "description": "the epoch number (epoch events)"}}}}}},
     **{code: {"model": ErrorRead} for code in (401, 403, 404)},
 }
 

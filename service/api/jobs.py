@@ -55,14 +55,16 @@ def create_job(
     storage: StorageDep,
     enqueue: EnqueueDep,
 ) -> JSONResponse:
-    from service.ml.data import resolve_spec
+    from service.ml.data import encode_labels, resolve_spec
     from service.ml.spec import parse_spec
 
     dataset = crud.get_dataset(session=session, dataset_id=body.dataset_id, team=principal.team)
     if dataset is None:
         raise NotFoundError(f"dataset_id: dataset '{body.dataset_id}' not found")
     spec = parse_spec(body.spec)  # SpecError -> 422 naming the field
-    spec = resolve_spec(spec, storage.load_table(dataset.id, dataset.path))  # unknown column, class not in data
+    table = storage.load_table(dataset.id, dataset.path)
+    spec = resolve_spec(spec, table)  # unknown column, class not in data
+    encode_labels(spec, table)  # DataError -> 422: wrong kinds, NaN/inf, naming row and column (not in the worker)
     job = crud.create_job(session=session, team=principal.team, dataset_id=dataset.id,
                           model_name=body.model_name, spec=spec.to_json_dict())
     session.commit()  # the worker must find the row: enqueue only after the commit
@@ -83,7 +85,7 @@ def list_jobs(
     session: SessionDep,
     status: JobStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
 ) -> JobList:
     jobs, total = crud.list_team_jobs(session=session, team=principal.team, status=status, limit=limit,
                                       offset=offset)

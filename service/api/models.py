@@ -23,7 +23,7 @@ from service.schemas import ErrorRead, ModelList, ModelRead, ModelSummary, Versi
 router = APIRouter(prefix="/v1/models", tags=["models"])
 ERRORS = {code: {"model": ErrorRead} for code in (401, 403, 404, 422)}
 Reader = Annotated[Principal, Depends(require("models:read"))]
-Version = Annotated[int, PathParam(ge=1)]
+Version = Annotated[int, PathParam(ge=1, le=2**31 - 1)]  # an INTEGER column: larger is a 422, not a 500
 
 
 def version_read(name: str, mv: ModelVersion) -> VersionRead:

@@ -17,6 +17,7 @@ from service.auth import KeyAuthenticator
 from service.config import Settings, get_settings
 from service.db import make_engine
 from service.errors import install_error_handlers
+from service.observability import batch_observer
 from service.predictor_cache import PredictorCache
 from service.schemas import ErrorRead
 from service.storage import Storage
@@ -87,13 +88,15 @@ def init_state(app: FastAPI, settings: Settings) -> None:
     """(Re)bind the app to settings: database engine, storage, key cache, model cache."""
     storage = Storage(settings.DATA_DIR)
     storage.ensure()
+    storage.sweep_tmp()  # partial uploads / artifact staging of processes killed mid-write
     engine = make_engine(settings.DATABASE_URL)
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessionmaker = sessionmaker(bind=engine, expire_on_commit=False)
     app.state.storage = storage
     app.state.authenticator = KeyAuthenticator(settings, app.state.sessionmaker)
-    app.state.predictors = PredictorCache(settings.MODEL_CACHE_SIZE, _predictor_loader(settings.PREDICT_DEVICE))
+    app.state.predictors = PredictorCache(settings.MODEL_CACHE_SIZE, _predictor_loader(settings.PREDICT_DEVICE),
+                                          on_batch=batch_observer(app.state))  # (issue 5) batch metrics
 
 
 @asynccontextmanager

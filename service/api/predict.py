@@ -1,7 +1,9 @@
 """POST /v1/models/{name}/predict: multipart `files` or JSON {"images": [base64...]} -> per-head outputs.
 
-Body reading is streamed and capped; decoding, model loading (LRU) and inference run in the threadpool.
-Too many images -> 413; zero images, bad base64 or an undecodable image -> 422 naming the index.
+Body reading is streamed and capped; decoding + preprocessing and model loading (LRU, warmed up) run in the
+threadpool; the network runs in the model version's MicroBatcher (service/batcher.py: dynamic micro-batching in
+the process's one inference thread). Too many images -> 413; zero images, bad base64 or an undecodable image ->
+422 naming the index; prediction queue full -> 503 with Retry-After.
 """
 
 from __future__ import annotations
@@ -9,17 +11,27 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import ValidationError as PydanticValidationError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from service.api.deps import PredictorsDep, SessionDep, SettingsDep, StorageDep, require
+from service.api.deps import bearer
 from service.api.models import get_version
 from service.auth import Principal
-from service.errors import PayloadTooLargeError, UnsupportedMediaError, ValidationError, validation_detail
+from service.batcher import Overloaded
+from service.errors import (
+    ForbiddenError,
+    PayloadTooLargeError,
+    UnavailableError,
+    UnsupportedMediaError,
+    ValidationError,
+    validation_detail,
+)
 from service.schemas import ErrorRead, ModelRef, PredictCreate, PredictRead
 from service.uploads import MemorySink, StreamingForm, check_content_length
 
@@ -40,7 +52,7 @@ PREDICT_BODY = {
         },
     }
 }
-ERRORS = {code: {"model": ErrorRead} for code in (401, 403, 404, 413, 415, 422)}
+ERRORS = {code: {"model": ErrorRead} for code in (401, 403, 404, 413, 415, 422, 503)}
 
 
 def decode_image(data: bytes, where: str) -> Any:
@@ -113,22 +125,66 @@ def _resolve(session: Session, principal: Principal, name: str, version: int | N
     return mv.id, mv.version, mv.artifact_path
 
 
+def _authorize_and_resolve(state: Any, key: str | None, name: str, version: int | None) -> tuple[str, int, str]:
+    """Threadpool, ONE hop for the per-request blocking work before the body is read: the API key (cached
+    lookups, see service.auth), the 'predict' scope (the same checks and messages as deps.require) and the
+    model version (name -> version resolution cached ~1 s)."""
+    principal = state.authenticator.authenticate(key)
+    if not principal.has("predict"):
+        raise ForbiddenError("this API key lacks the scope 'predict'")
+    cache_key = (principal.team, name, version)
+    found = state.predictors.resolved(cache_key)  # short TTL (service/predictor_cache.py)
+    if found is None:
+        with state.sessionmaker() as session:
+            found = _resolve(session, principal, name, version)
+        state.predictors.remember(cache_key, found)
+    return found
+
+
+def _resolved_without_io(state: Any, key: str | None, name: str, version: int | None) -> tuple[str, int, str] | None:
+    """The same answer as _authorize_and_resolve when both caches can give it without I/O, else None."""
+    principal = state.authenticator.cached(key)
+    if principal is None:
+        return None
+    if not principal.has("predict"):
+        raise ForbiddenError("this API key lacks the scope 'predict'")
+    return state.predictors.resolved((principal.team, name, version))
+
+
 @router.post("/{name}/predict", response_model=PredictRead, openapi_extra=PREDICT_BODY, responses=ERRORS,
              summary="Run a model version (default latest) on one or more images")
 async def predict(
     name: str,
     request: Request,
-    principal: Annotated[Principal, Depends(require("predict"))],
-    session: SessionDep,
-    settings: SettingsDep,
-    storage: StorageDep,
-    predictors: PredictorsDep,
-    version: Annotated[int | None, Query(ge=1, description="model version; default the latest")] = None,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    version: Annotated[int | None, Query(ge=1, le=2**31 - 1, description="model version; default the latest")] = None,
 ) -> PredictRead:
-    version_id, number, artifact = await run_in_threadpool(_resolve, session, principal, name, version)
+    # The hot path avoids FastAPI's sync dependencies (each one is a threadpool hop): app state is read directly.
+    state = request.app.state
+    settings, storage, predictors = state.settings, state.storage, state.predictors
+    key = credentials.credentials if credentials else None
+    found = _resolved_without_io(state, key, name, version)
+    if found is None:
+        found = await run_in_threadpool(_authorize_and_resolve, state, key, name, version)
+    version_id, number, artifact = found
     field, blobs = await read_images(request, settings.MAX_PREDICT_IMAGES, settings.MAX_PREDICT_BYTES)
     if not blobs:
         raise ValidationError(f"{field}: at least one image is required")
-    images = await run_in_threadpool(lambda: [decode_image(b, f"{field}[{i}]") for i, b in enumerate(blobs)])
-    outputs = await run_in_threadpool(predictors.predict, version_id, str(storage.abs(artifact)), images)
+    entry = predictors.peek(version_id) or await run_in_threadpool(
+        predictors.entry, version_id, str(storage.abs(artifact)))
+    arrays = await run_in_threadpool(_prepare, entry.predictor, blobs, field)
+    try:
+        outputs = await entry.batcher.submit(arrays)
+    except Overloaded as exc:
+        metrics = getattr(request.app.state, "metrics", None)
+        if metrics is not None:
+            metrics.overloaded.inc()
+        error = UnavailableError(str(exc))
+        error.headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
+        raise error from None
     return PredictRead(model=ModelRef(name=name, version=number), predictions=outputs)
+
+
+def _prepare(predictor: Any, blobs: list[bytes], field: str) -> Any:
+    """Threadpool: decode (422 naming the index) + preprocess exactly as in training -> (n, H, W, C) uint8."""
+    return predictor.preprocess([decode_image(b, f"{field}[{i}]") for i, b in enumerate(blobs)])

@@ -1,0 +1,359 @@
+"""Dynamic micro-batching for /predict: one MicroBatcher per loaded model version, one inference thread per process.
+
+Requests (`await submit(arrays)`, arrays (n, H, W, C) uint8) wait in a per-batcher FIFO queue. The process's
+inference thread (InferenceWorker) concatenates queued requests into one batch, runs the batcher's `run_batch`
+on it and hands each request back its own slice of the results, in input order. The thread takes the next batch
+itself the moment a run ends: the network never waits for a busy event loop to hand it work.
+
+Batching policy (exact):
+  * One batch in flight per process (the network never runs concurrently), so at most one per batcher. While it
+    runs, new requests queue: under load, batches form by themselves out of what arrived during the run.
+  * When the inference thread is free it dispatches a batcher's queue as soon as one of these holds:
+      1. the queue holds >= max_batch images;
+      2. the oldest queued request arrived while its batcher was idle and its queue empty -- a lone request is
+         never delayed (it goes at once, with whatever else is already queued);
+      3. the oldest queued request has waited max_wait_ms. A request that arrived while a batch was running (or
+         behind others) therefore waits for more only while the batch is still filling, and at most max_wait_ms
+         from its arrival; that wait overlaps the busy time, so after a run longer than max_wait_ms the next
+         batch goes at once.
+    Several batchers (model versions) with work are served round-robin.
+  * A batch takes whole requests, FIFO, while the total stays <= max_batch images (a single request larger
+    than max_batch forms a batch of its own). Requests whose caller has gone (cancelled) are skipped.
+  * Bounded queue: when more than max_queue images would wait, submit raises Overloaded (-> 503 + Retry-After).
+  * Failure isolation: when run_batch raises on a batch of several requests, each request is re-run alone, so
+    the exception reaches only the request(s) that cause it.
+
+Torch threads are set in the inference thread before its first run: HEADWISE_TORCH_THREADS = N, or "auto" (the
+default): usable CPUs - 1, at least 1 -- one core is left to the event loop, HTTP parsing and image decoding,
+which otherwise fight torch's threads for the CPU (on 2 cores: 1 thread; measured in bench/predict.py);
+0 = torch's own default (all cores). This module imports torch only to apply that setting.
+
+Settings (env): HEADWISE_PREDICT_MAX_BATCH (64), HEADWISE_PREDICT_MAX_WAIT_MS (2), HEADWISE_PREDICT_MAX_QUEUE (1024),
+HEADWISE_TORCH_THREADS (auto), HEADWISE_PREDICT_TRACE (1: the predictor cache serves a TorchScript trace of the
+network on CPU; see service/predictor_cache.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+import numpy as np
+
+log = logging.getLogger("headwise.batcher")
+
+RunBatch = Callable[[np.ndarray], list[dict]]
+# on_batch(images, requests, queue_waits_seconds, run_seconds): metrics hook, called in the inference thread
+OnBatch = Callable[[int, int, list[float], float], None]
+
+
+class Overloaded(Exception):
+    """Too many images are waiting: the caller should retry after `retry_after` seconds (HTTP 503)."""
+
+    def __init__(self, message: str, retry_after: float = 1.0):
+        super().__init__(message, retry_after)
+        self.message, self.retry_after = message, retry_after
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclass(frozen=True)
+class BatcherConfig:
+    max_batch: int = 64
+    max_wait_ms: float = 2.0
+    max_queue: int = 1024
+    torch_threads: int = 0  # resolved: 0 = torch's default
+    trace: bool = True  # HEADWISE_PREDICT_TRACE: serve a TorchScript trace on CPU (Predictor.optimize_for_serving)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> BatcherConfig:
+        env = os.environ if environ is None else environ
+
+        def read(name: str, cast, default, minimum):
+            raw = env.get(name, "").strip()
+            if not raw:
+                return default
+            try:
+                value = cast(raw)
+            except ValueError:
+                raise ValueError(f"{name}: {raw!r} is not a number") from None
+            if value < minimum:
+                raise ValueError(f"{name}: must be >= {minimum}, got {raw}")
+            return value
+
+        trace = env.get("HEADWISE_PREDICT_TRACE", "1").strip().lower()
+        if trace not in ("1", "0", "true", "false", "yes", "no", "on", "off", ""):
+            raise ValueError(f"HEADWISE_PREDICT_TRACE: {trace!r} is not a boolean")
+        threads = env.get("HEADWISE_TORCH_THREADS", "auto").strip().lower()
+        return cls(trace=trace not in ("0", "false", "no", "off"),
+                   max_batch=read("HEADWISE_PREDICT_MAX_BATCH", int, cls.max_batch, 1),
+                   max_wait_ms=read("HEADWISE_PREDICT_MAX_WAIT_MS", float, cls.max_wait_ms, 0),
+                   max_queue=read("HEADWISE_PREDICT_MAX_QUEUE", int, cls.max_queue, 1),
+                   torch_threads=auto_threads() if threads in ("", "auto") else
+                   read("HEADWISE_TORCH_THREADS", int, 0, 0))
+
+
+def auto_threads() -> int:
+    """Usable CPUs minus one (for the HTTP side), at least 1."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return max(1, cpus - 1)
+
+
+def set_torch_threads(threads: int) -> None:
+    """Fix torch's intra-op threads for the calling thread and the process (0 = leave torch's default)."""
+    if threads > 0:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+# ---- requests and batchers (state guarded by the worker's lock) ------------------------------------------
+
+@dataclass
+class _Request:
+    arrays: np.ndarray
+    future: asyncio.Future
+    loop: asyncio.AbstractEventLoop
+    arrived: float
+    lone: bool  # arrived to an idle batcher and an empty queue
+
+
+class MicroBatcher:
+    def __init__(self, run_batch: RunBatch, max_batch: int = 64, max_wait_ms: float = 2.0, max_queue: int = 1024,
+                 *, worker: InferenceWorker | None = None, on_batch: OnBatch | None = None, name: str = ""):
+        if max_batch < 1 or max_queue < 1 or max_wait_ms < 0:
+            raise ValueError("max_batch and max_queue must be >= 1 and max_wait_ms >= 0")
+        self.run_batch, self.name, self.on_batch = run_batch, name, on_batch
+        self.max_batch, self.max_wait, self.max_queue = max_batch, max_wait_ms / 1000.0, max_queue
+        self.worker = worker
+        self._queue: deque[_Request] = deque()
+        self._queued = 0  # images waiting
+        self._busy = False  # a batch of this batcher is running
+        self._retired = False
+        self.batches = 0  # runs of run_batch (stats, tests)
+
+    @classmethod
+    def from_config(cls, run_batch: RunBatch, config: BatcherConfig, **kwargs) -> MicroBatcher:
+        return cls(run_batch, config.max_batch, config.max_wait_ms, config.max_queue, **kwargs)
+
+    @property
+    def queued_images(self) -> int:
+        return self._queued
+
+    async def submit(self, arrays: np.ndarray) -> list[dict]:
+        """Queue one request's images; -> their results in order. Raises Overloaded when the queue is full."""
+        n = len(arrays)
+        if n == 0:
+            return []
+        worker = self.worker or inference_worker()
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        with worker.cond:
+            if self._queued + n > self.max_queue:
+                raise Overloaded(f"prediction queue is full ({self._queued} images waiting, limit "
+                                 f"{self.max_queue}); retry shortly", retry_after=1.0)
+            lone = not self._busy and not self._queue
+            self._queue.append(_Request(arrays, future, loop, time.perf_counter(), lone))
+            self._queued += n
+            worker.ready(self)
+        return await future
+
+    def retire(self) -> None:
+        """The model version was evicted: nothing to stop (the worker holds no per-batcher state once the queue
+        is empty); requests already queued still run."""
+        self._retired = True
+
+    # -- called by the worker with its lock held --
+    def _dispatchable_at(self) -> float:
+        """When the queue may be dispatched (perf_counter time; <= now means at once)."""
+        head = self._queue[0]
+        if head.lone or self._queued >= self.max_batch:
+            return 0.0
+        return head.arrived + self.max_wait
+
+    def _take(self) -> list[_Request]:
+        batch: list[_Request] = []
+        images = 0
+        while self._queue:
+            req = self._queue[0]
+            if req.future.done():  # the caller went away (cancelled)
+                self._queue.popleft()
+                self._queued -= len(req.arrays)
+                continue
+            if batch and images + len(req.arrays) > self.max_batch:
+                break
+            self._queue.popleft()
+            self._queued -= len(req.arrays)
+            batch.append(req)
+            images += len(req.arrays)
+        return batch
+
+    # -- called by the worker without the lock --
+    def _execute(self, batch: list[_Request]) -> list[tuple[_Request, list | None, BaseException | None]]:
+        """Run the batch -> (request, its results, or its exception) for each; delivered by the caller."""
+        started = time.perf_counter()
+        try:
+            arrays = batch[0].arrays if len(batch) == 1 else np.concatenate([r.arrays for r in batch])
+            results = self._call(arrays)
+        except Exception as exc:
+            if len(batch) == 1:
+                return [(batch[0], None, exc)]
+            # isolate: each request alone, so only the failing ones see an exception
+            log.warning("batch of %d requests failed (%s); re-running them one by one", len(batch), exc)
+            return [item for req in batch for item in self._execute([req])]
+        seconds = time.perf_counter() - started
+        out, offset = [], 0
+        for req in batch:
+            n = len(req.arrays)
+            out.append((req, results[offset:offset + n], None))
+            offset += n
+        if self.on_batch is not None:
+            try:
+                self.on_batch(offset, len(batch), [started - r.arrived for r in batch], seconds)
+            except Exception:  # metrics never break predictions
+                log.warning("on_batch hook failed", exc_info=True)
+        return out
+
+    def _call(self, arrays: np.ndarray) -> list[dict]:
+        self.batches += 1
+        results = self.run_batch(arrays)
+        if len(results) != len(arrays):
+            raise RuntimeError(f"run_batch returned {len(results)} results for {len(arrays)} images")
+        return results
+
+
+def _deliver(items: list[tuple[_Request, list | None, BaseException | None]]) -> None:
+    """From the inference thread: resolve futures on their event loops (one callback per loop)."""
+    by_loop: dict[asyncio.AbstractEventLoop, list] = {}
+    for item in items:
+        by_loop.setdefault(item[0].loop, []).append(item)
+    for loop, group in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_resolve, group)
+        except RuntimeError:  # that loop is closed: nobody is waiting any more
+            pass
+
+
+def _resolve(group: list) -> None:
+    for req, result, exc in group:
+        if req.future.done():
+            continue
+        if exc is not None:
+            req.future.set_exception(exc)
+        else:
+            req.future.set_result(result)
+
+
+# ---- the inference thread -------------------------------------------------------------------------------
+
+class InferenceWorker:
+    """One thread that runs every network call of the process: batches of all batchers, round-robin, and
+    plain calls (`call(fn)`: load-time tracing and warm-up). Started on first use; daemon."""
+
+    def __init__(self, torch_threads: int = 0, name: str = "headwise-infer"):
+        self.torch_threads, self.name = torch_threads, name
+        self.cond = threading.Condition()
+        self._ready: deque[MicroBatcher] = deque()  # batchers with queued requests, round-robin order
+        self._calls: deque[tuple[Future, Callable, tuple]] = deque()
+        self._thread: threading.Thread | None = None
+
+    def ready(self, batcher: MicroBatcher) -> None:
+        """With cond held: `batcher` has queued work."""
+        if batcher not in self._ready:
+            self._ready.append(batcher)
+        self._start()
+        self.cond.notify()
+
+    def call(self, fn: Callable, *args) -> Future:
+        future: Future = Future()
+        with self.cond:
+            self._calls.append((future, fn, args))
+            self._start()
+            self.cond.notify()
+        return future
+
+    def run(self, fn: Callable, *args):
+        """Blocking: fn(*args) in the inference thread (directly when already in it)."""
+        if threading.current_thread() is self._thread:
+            return fn(*args)
+        return self.call(fn, *args).result()
+
+    def _start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
+            self._thread.start()
+
+    def _next(self) -> tuple[str, object]:
+        """Block until there is a call to make or a batch to run; -> ("call", item) | ("batch", batcher)."""
+        with self.cond:
+            while True:
+                if self._calls:
+                    return "call", self._calls.popleft()
+                now, wake = time.perf_counter(), None
+                for batcher in list(self._ready):
+                    if not batcher._queue:
+                        self._ready.remove(batcher)
+                        continue
+                    at = batcher._dispatchable_at()
+                    if at <= now:
+                        batch = batcher._take()
+                        self._ready.remove(batcher)
+                        if batcher._queue:
+                            self._ready.append(batcher)  # round-robin: to the back
+                        if batch:
+                            batcher._busy = True
+                            return "batch", (batcher, batch)
+                        continue
+                    wake = at if wake is None else min(wake, at)
+                self.cond.wait(None if wake is None else max(0.0, wake - now))
+
+    def _loop(self) -> None:
+        set_torch_threads(self.torch_threads)
+        while True:
+            kind, item = self._next()
+            if kind == "call":
+                future, fn, args = item
+                if future.set_running_or_notify_cancel():
+                    try:
+                        future.set_result(fn(*args))
+                    except BaseException as exc:  # handed to the caller
+                        future.set_exception(exc)
+                continue
+            batcher, batch = item
+            try:
+                items = batcher._execute(batch)
+            except Exception:  # never let the thread die: every later request would hang
+                log.exception("inference worker: unexpected error running a batch")
+                items = [(r, None, RuntimeError("internal error in the inference thread")) for r in batch]
+            with self.cond:  # idle again BEFORE the callers hear back: their next request is a lone one
+                batcher._busy = False
+            _deliver(items)
+
+
+_worker: InferenceWorker | None = None
+_worker_lock = threading.Lock()
+
+
+def inference_worker() -> InferenceWorker:
+    """The process's inference thread (torch threads from HEADWISE_TORCH_THREADS), created on first use."""
+    global _worker
+    with _worker_lock:
+        if _worker is None:
+            _worker = InferenceWorker(BatcherConfig.from_env().torch_threads)
+        return _worker
+
+
+def run_in_inference_thread(fn: Callable, *args):
+    """Blocking helper for non-async callers (tracing and warm-up on load, benchmarks)."""
+    return inference_worker().run(fn, *args)

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -12,7 +11,7 @@ from importlib.metadata import PackageNotFoundError, version
 from fastapi import FastAPI
 from sqlalchemy.orm import sessionmaker
 
-from service.api import api_router
+from service.api import api_router, events, metrics, plots, ui
 from service.auth import KeyAuthenticator
 from service.config import Settings, get_settings
 from service.db import make_engine
@@ -23,8 +22,6 @@ from service.schemas import ErrorRead
 from service.storage import Storage
 
 log = logging.getLogger("headwise.api")
-# Later features plug in here: a module with install(app) installs itself, otherwise its `router` is included.
-OPTIONAL_ROUTERS = ("service.api.events", "service.api.plots", "service.api.ui", "service.api.metrics")
 
 DESCRIPTION = """Train masked multi-task CNNs on partially labelled image datasets and serve them.
 
@@ -113,16 +110,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     init_state(app, settings or get_settings())
     install_error_handlers(app)
     app.include_router(api_router())
-    for module_name in OPTIONAL_ROUTERS:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            continue
-        if hasattr(module, "install"):
-            module.install(app)
-        else:
-            app.include_router(module.router)
+    for module in (events, plots, ui):
+        app.include_router(module.router)
+    metrics.install(app)  # /metrics and the request-metrics middleware
     _error_openapi(app)
     return app

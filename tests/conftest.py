@@ -95,7 +95,13 @@ def redis_error() -> str | None:
 # --------------------------------------------------------------------------------------------- markers
 
 
+SLOW_DIRS = ("/e2e/", "/chaos/")  # every test in these folders runs real processes: marked `slow`
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if any(d in "/" + item.nodeid.replace("\\", "/") for d in SLOW_DIRS):
+            item.add_marker(pytest.mark.slow)
     gpu_items = [item for item in items if item.get_closest_marker("gpu")]
     if not gpu_items:
         return
@@ -109,6 +115,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         skip = pytest.mark.skip(reason="needs a CUDA device (marker gpu)")
         for item in gpu_items:
             item.add_marker(skip)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """A failing test gets the log tails of the processes its fixtures started (fixtures with log_sections())."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed:
+        for value in getattr(item, "funcargs", {}).values():
+            sections = getattr(value, "log_sections", None)
+            if callable(sections):
+                for title, text in sections():
+                    report.sections.append((title, text))
 
 
 # -------------------------------------------------------------------------------------------- fixtures

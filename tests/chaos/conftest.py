@@ -40,24 +40,6 @@ FAST = {"HEADWISE_JOB_LEASE_SECONDS": "8", "HEADWISE_REAPER_SECONDS": "1", "HEAD
 N_SAMPLES = 160
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    for item in items:
-        if "/chaos/" in item.nodeid.replace("\\", "/"):
-            item.add_marker(pytest.mark.slow)
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
-    outcome = yield
-    report = outcome.get_result()
-    if report.failed:
-        for value in getattr(item, "funcargs", {}).values():
-            sections = getattr(value, "log_sections", None)
-            if callable(sections):
-                for title, text in sections():
-                    report.sections.append((title, text))
-
-
 def chaos_spec(epochs: int) -> dict[str, Any]:
     """The e2e tiny model (image_size 16, width 8, depth 1): about 0.1-0.2 s per epoch on 160 images here."""
     spec = tiny_spec(epochs)

@@ -120,13 +120,15 @@ def set_torch_threads(threads: int) -> None:
 
 # ---- requests and batchers (state guarded by the worker's lock) ------------------------------------------
 
-@dataclass
+@dataclass(eq=False)  # identity: requests hold arrays
 class _Request:
-    arrays: np.ndarray
+    arrays: np.ndarray | None  # None until `prepare` ran (lazy requests)
     future: asyncio.Future
     loop: asyncio.AbstractEventLoop
     arrived: float
     lone: bool  # arrived to an idle batcher and an empty queue
+    count: int  # images
+    prepare: Callable[[], np.ndarray] | None = None
 
 
 class MicroBatcher:
@@ -151,9 +153,24 @@ class MicroBatcher:
     def queued_images(self) -> int:
         return self._queued
 
+    @property
+    def idle(self) -> bool:
+        """No batch running and nothing queued (a lock-free hint: a request sent now is almost surely lone)."""
+        return not self._busy and not self._queue
+
     async def submit(self, arrays: np.ndarray) -> list[dict]:
         """Queue one request's images; -> their results in order. Raises Overloaded when the queue is full."""
-        n = len(arrays)
+        return await self._submit(arrays, len(arrays), None)
+
+    async def submit_lazy(self, prepare: Callable[[], np.ndarray], count: int) -> list[dict]:
+        """Like submit, but the images are produced by prepare() (decode + preprocess), called in the inference
+        thread right before the batch runs; an exception from it reaches only this request. Meant for an idle
+        batcher: a lone request then costs one thread hop instead of two (a preprocessing hop, then the
+        network's); under load, preprocess in a threadpool and submit() instead (the network thread stays busy
+        with the network)."""
+        return await self._submit(None, count, prepare)
+
+    async def _submit(self, arrays: np.ndarray | None, n: int, prepare) -> list[dict]:
         if n == 0:
             return []
         worker = self.worker or inference_worker()
@@ -164,7 +181,7 @@ class MicroBatcher:
                 raise Overloaded(f"prediction queue is full ({self._queued} images waiting, limit "
                                  f"{self.max_queue}); retry shortly", retry_after=1.0)
             lone = not self._busy and not self._queue
-            self._queue.append(_Request(arrays, future, loop, time.perf_counter(), lone))
+            self._queue.append(_Request(arrays, future, loop, time.perf_counter(), lone, n, prepare))
             self._queued += n
             worker.ready(self)
         return await future
@@ -189,31 +206,41 @@ class MicroBatcher:
             req = self._queue[0]
             if req.future.done():  # the caller went away (cancelled)
                 self._queue.popleft()
-                self._queued -= len(req.arrays)
+                self._queued -= req.count
                 continue
-            if batch and images + len(req.arrays) > self.max_batch:
+            if batch and images + req.count > self.max_batch:
                 break
             self._queue.popleft()
-            self._queued -= len(req.arrays)
+            self._queued -= req.count
             batch.append(req)
-            images += len(req.arrays)
+            images += req.count
         return batch
 
     # -- called by the worker without the lock --
     def _execute(self, batch: list[_Request]) -> list[tuple[_Request, list | None, BaseException | None]]:
         """Run the batch -> (request, its results, or its exception) for each; delivered by the caller."""
         started = time.perf_counter()
+        failed = []
+        for req in [r for r in batch if r.prepare is not None]:
+            try:
+                req.arrays, req.prepare = req.prepare(), None
+                req.count = len(req.arrays)
+            except Exception as exc:  # e.g. an undecodable image: this request's own error
+                failed.append((req, None, exc))
+                batch.remove(req)
+        if not batch:
+            return failed
         try:
             arrays = batch[0].arrays if len(batch) == 1 else np.concatenate([r.arrays for r in batch])
             results = self._call(arrays)
         except Exception as exc:
             if len(batch) == 1:
-                return [(batch[0], None, exc)]
+                return [*failed, (batch[0], None, exc)]
             # isolate: each request alone, so only the failing ones see an exception
             log.warning("batch of %d requests failed (%s); re-running them one by one", len(batch), exc)
-            return [item for req in batch for item in self._execute([req])]
+            return [*failed, *(item for req in batch for item in self._execute([req]))]
         seconds = time.perf_counter() - started
-        out, offset = [], 0
+        out, offset = failed, 0
         for req in batch:
             n = len(req.arrays)
             out.append((req, results[offset:offset + n], None))

@@ -9,6 +9,6 @@ from service.api import datasets, health, jobs, keys, models, predict
 
 def api_router() -> APIRouter:
     router = APIRouter()
-    for module in (health, datasets, jobs, models, predict, keys):
+    for module in (predict, health, datasets, jobs, models, keys):  # predict first: the hot path matches at once
         router.include_router(module.router)
     return router

@@ -285,3 +285,32 @@ def test_retired_batcher_finishes_its_queue_and_still_serves_late_requests(execu
         assert ids(await b.submit(images(3))) == [3]  # a late request still gets served
 
     asyncio.run(main())
+
+
+def test_lazy_requests_prepare_in_the_inference_thread_and_fail_alone(executor):
+    net = Net(0.02)
+    b = MicroBatcher(net, max_batch=64, worker=executor)
+    prepared_in = []
+
+    def prepare(*values):
+        def run():
+            prepared_in.append(threading.get_ident())
+            if values == (99,):
+                raise ValueError("files[0]: not an image")
+            return images(*values)
+        return run
+
+    async def main():
+        assert b.idle
+        lone = await b.submit_lazy(prepare(1, 2), 2)
+        first = asyncio.ensure_future(b.submit(images(3)))
+        await asyncio.sleep(0.005)  # 3 is running; the next three join one batch
+        rest = await asyncio.gather(b.submit_lazy(prepare(4), 1), b.submit_lazy(prepare(99), 1), b.submit(images(5)),
+                                    return_exceptions=True)
+        return lone, await first, rest
+
+    lone, first, (four, bad, five) = asyncio.run(main())
+    assert ids(lone) == [1, 2] and ids(first) == [3] and ids(four) == [4] and ids(five) == [5]
+    assert isinstance(bad, ValueError) and "not an image" in str(bad)
+    assert set(prepared_in) == net.threads and len(net.threads) == 1  # the inference thread
+    assert net.sizes == [2, 1, 2]

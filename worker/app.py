@@ -47,6 +47,17 @@ def make_app() -> Celery:
 app = make_app()
 
 
+@signals.after_setup_logger.connect
+def _structured_logs(logger=None, **_kwargs) -> None:
+    """HEADWISE_LOG_FORMAT=json: the worker logs JSON lines (with job_id) through the service's one handler."""
+    from service.observability import configure_logging, log_format
+
+    if log_format() == "json" and logger is not None:
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+        configure_logging("json")
+
+
 @signals.worker_process_init.connect
 def _fresh_connections_in_child(**_kwargs) -> None:
     """A forked child must not reuse the parent's pooled database connections (the reaper thread's)."""

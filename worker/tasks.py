@@ -7,10 +7,12 @@ from worker.app import app
 
 @app.task(name="headwise.train", ignore_result=True, bind=True, max_retries=None)
 def train(self, job_id: str) -> None:
+    from service.observability import bind_job
     from worker.jobs import DatabaseUnavailableError, run_job
 
     try:
-        run_job(job_id)
+        with bind_job(job_id):  # every log record of this job (and its monitor thread) carries job_id
+            run_job(job_id)
     except DatabaseUnavailableError as exc:
         # The message must not be consumed while the row could not be read: publish it again, backing off
         # (5 s, 10 s, ... at most 2 min); the claim makes a late or duplicate delivery harmless.

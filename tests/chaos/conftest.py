@@ -6,6 +6,7 @@ from __future__ import annotations
 import secrets
 import signal
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -142,3 +143,22 @@ def shared_redis_url() -> Iterator[str]:
         yield f"{REDIS_URL.rstrip('/')}/{number}"
     finally:
         release_redis_db(number, token)
+
+
+@contextmanager
+def started_stack(tmp_path: Path, pg_url: str, redis_url: str) -> Iterator[Stack]:
+    """A migrated stack with the API running; its processes are stopped afterwards."""
+    s = Stack(tmp_path, pg_url, redis_url)
+    try:
+        s.migrate()
+        s.start_api()
+        yield s
+    finally:
+        s.close()
+
+
+@pytest.fixture
+def stack(tmp_path: Path, shared_pg_url: str, shared_redis_url: str) -> Iterator[Stack]:
+    """The stack on the shared PostgreSQL and Redis (tests that break one of them override this)."""
+    with started_stack(tmp_path, shared_pg_url, shared_redis_url) as s:
+        yield s

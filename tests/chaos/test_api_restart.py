@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import pytest
@@ -17,17 +16,6 @@ from tests.e2e.harness import expect, poll_job, sample_images, wait_until
 
 pytestmark = pytest.mark.slow
 EPOCHS = 60
-
-
-@pytest.fixture
-def stack(tmp_path: Path, shared_pg_url: str, shared_redis_url: str):
-    s = Stack(tmp_path, shared_pg_url, shared_redis_url)
-    try:
-        s.migrate()
-        s.start_api()
-        yield s
-    finally:
-        s.close()
 
 
 def slow_upload(base_url: str, headers: dict, errors: list) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.chaos.conftest import Stack
+from tests.chaos.conftest import Stack, started_stack
 from tests.chaos.servers import PrivatePostgres
 from tests.conftest import unavailable
 from tests.e2e.harness import expect, expect_error, poll_job, wait_until
@@ -35,13 +35,8 @@ def postgres():
 
 @pytest.fixture
 def stack(tmp_path: Path, postgres: PrivatePostgres, shared_redis_url: str):
-    s = Stack(tmp_path, postgres.create_database("headwise"), shared_redis_url)
-    try:
-        s.migrate()
-        s.start_api()
+    with started_stack(tmp_path, postgres.create_database("headwise"), shared_redis_url) as s:
         yield s
-    finally:
-        s.close()
 
 
 def assert_unavailable(resp: httpx.Response) -> None:

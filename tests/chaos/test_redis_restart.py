@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.chaos.conftest import Stack
+from tests.chaos.conftest import Stack, started_stack
 from tests.chaos.servers import PrivateRedis
 from tests.conftest import unavailable
 from tests.e2e.harness import expect, expect_error, poll_job, wait_until
@@ -33,13 +33,8 @@ def redis_server():
 
 @pytest.fixture
 def stack(tmp_path: Path, shared_pg_url: str, redis_server: PrivateRedis):
-    s = Stack(tmp_path, shared_pg_url, redis_server.url)
-    try:
-        s.migrate()
-        s.start_api()
+    with started_stack(tmp_path, shared_pg_url, redis_server.url) as s:
         yield s
-    finally:
-        s.close()
 
 
 def test_redis_restart_during_a_job_loses_nothing(stack: Stack, redis_server: PrivateRedis) -> None:

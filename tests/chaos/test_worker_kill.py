@@ -5,7 +5,6 @@ its last epoch checkpoint, with exactly one model version; a redelivered message
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pytest
 from celery import Celery
@@ -15,17 +14,6 @@ from tests.e2e.harness import expect, poll_job, wait_until
 
 pytestmark = pytest.mark.slow
 EPOCHS = 80
-
-
-@pytest.fixture
-def stack(tmp_path: Path, shared_pg_url: str, shared_redis_url: str):
-    s = Stack(tmp_path, shared_pg_url, shared_redis_url)
-    try:
-        s.migrate()
-        s.start_api()
-        yield s
-    finally:
-        s.close()
 
 
 def test_kill_9_worker_mid_training_resumes_from_checkpoint_once(stack: Stack) -> None:

@@ -4,7 +4,8 @@ Layout of an artifact directory:
   model.safetensors   network weights (safetensors: tensors only, no pickle)
   spec.json           the resolved spec (classes filled in)
   meta.json           format_version, preprocessing, label maps, normalisation, metrics, best_epoch, history
-  checksums.json      {file: sha256} of the three files above
+  model.onnx          optional: the network as ONNX (service/ml/export.py), for ONNX Runtime and other servers
+  checksums.json      {file: sha256} of every file above
 `save_artifact` writes into a sibling temporary directory, fsyncs, then renames it into place, so a reader never
 sees a half-written artifact. `load_artifact` verifies every checksum before parsing anything.
 """
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 
 FORMAT_VERSION = 1
 FILES = ("model.safetensors", "spec.json", "meta.json")
+OPTIONAL_FILES = ("model.onnx",)  # present only when listed in checksums.json; older artifacts have none
 
 
 class ArtifactError(ValueError):
@@ -84,8 +86,11 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def save_artifact(result: TrainResult, out_dir: Path) -> dict[str, str]:
-    """Write `result` as an artifact directory at `out_dir` (atomically). Returns {file: sha256}."""
+def save_artifact(result: TrainResult, out_dir: Path, extra_files: dict[str, bytes] | None = None,
+                  extra_meta: dict | None = None) -> dict[str, str]:
+    """Write `result` as an artifact directory at `out_dir` (atomically). Returns {file: sha256}.
+    extra_files: optional files by name (OPTIONAL_FILES, e.g. model.onnx), checksummed like the others;
+    extra_meta: more meta.json keys (e.g. the ONNX check report)."""
     out_dir = Path(out_dir)
     spec = result.spec
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in result.state_dict.items()}
@@ -107,12 +112,17 @@ def save_artifact(result: TrainResult, out_dir: Path) -> dict[str, str]:
         "weighting": result.weighting,
         "history": result.history,
         "torch_version": torch.__version__,
+        **(extra_meta or {}),
     }
     blobs = {
         "model.safetensors": save_safetensors(tensors, metadata={"format": "pt"}),
         "spec.json": json.dumps(spec.to_json_dict(), indent=2, sort_keys=True).encode(),
         "meta.json": json.dumps(_finite(meta), indent=2, allow_nan=False).encode(),
     }
+    for name, data in (extra_files or {}).items():
+        if name not in OPTIONAL_FILES:
+            raise ValueError(f"{name}: not an optional artifact file ({', '.join(OPTIONAL_FILES)})")
+        blobs[name] = data
     checksums = {name: _sha256(data) for name, data in blobs.items()}
     blobs["checksums.json"] = json.dumps(checksums, indent=2, sort_keys=True).encode()
 
@@ -192,3 +202,23 @@ def load_artifact(path: Path) -> Artifact:
     except Exception as exc:  # safetensors raises its own error types
         raise ArtifactError(f"{path / 'model.safetensors'}: cannot parse ({exc})") from None
     return Artifact(spec=spec, state_dict=state_dict, meta=meta, path=path)
+
+
+def read_optional_file(path: Path, name: str) -> bytes | None:
+    """The verified bytes of optional file `name` (e.g. model.onnx) of the artifact at `path`, or None when the
+    artifact has none (it is not listed in checksums.json). Raises ArtifactError when it is listed but missing
+    or fails its sha256."""
+    path = Path(path)
+    try:
+        checksums = _read_json(path, (path / "checksums.json").read_bytes(), "checksums.json")
+    except OSError as exc:
+        raise ArtifactError(f"{path / 'checksums.json'}: cannot read ({exc.strerror or exc})") from None
+    if name not in checksums:
+        return None
+    try:
+        data = (path / name).read_bytes()
+    except OSError as exc:
+        raise ArtifactError(f"{path / name}: cannot read ({exc.strerror or exc})") from None
+    if _sha256(data) != checksums[name]:
+        raise ArtifactError(f"{path / name}: sha256 mismatch (file changed or corrupted)")
+    return data

@@ -48,6 +48,9 @@ class Predictor:
         if self.cuda:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
+        # Optional replacement for the network (e.g. an ONNX Runtime session, service/ml/export.OnnxRunner):
+        # a callable (B, H, W, C) uint8 -> {task: raw output array}. None: the torch network above.
+        self.runtime = None
 
     @classmethod
     def load(cls, path: Path | str, device: str = "cpu") -> Predictor:
@@ -94,6 +97,9 @@ class Predictor:
                 f"batch must be uint8 (B, {', '.join(map(str, expected))}); "
                 f"got {batch.dtype} {tuple(batch.shape)}"
             )
+        if self.runtime is not None:
+            out = self.runtime(np.ascontiguousarray(batch))
+            return {t: np.asarray(out[t], dtype=np.float64) for t in self.spec.task_names}
         parts: dict[str, list[np.ndarray]] = {t: [] for t in self.spec.task_names}
         for s in range(0, len(batch), MAX_CHUNK):
             x = torch.from_numpy(np.ascontiguousarray(batch[s : s + MAX_CHUNK]))

@@ -1,0 +1,123 @@
+"""Numeric precision and memory format for training: which autocast dtype, and whether to use channels_last.
+
+`training.mixed_precision` (the spec) decides:
+  "auto"  bf16 autocast where the device computes bf16 natively: on CPU only with avx512_bf16 or AMX
+          (detected from /proc/cpuinfo's flags, else torch's reported CPU capability), on CUDA when
+          torch.cuda.is_bf16_supported(); fp32 elsewhere. A CPU without native bf16 emulates it, which is
+          slower than fp32, so "auto" never picks it there.
+  "bf16"  bf16 autocast whatever the hardware says (the user asked for it).
+  "none"  fp32.
+channels_last is used on CPU and CUDA always (oneDNN and cuDNN run NHWC convolutions faster; the input batch
+already has NHWC strides, see train._Run._inputs); other devices keep NCHW.
+Only the forward pass runs under autocast: losses, metrics and the optimiser state stay fp32 (the trainer casts
+outputs to float before the losses; parameters and AdamW moments are fp32 tensors).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})  # /proc/cpuinfo flags with native bf16 arithmetic
+CPUINFO = Path("/proc/cpuinfo")
+MODES = ("auto", "bf16", "none")
+
+
+def cpu_flags(cpuinfo: str | None = None) -> frozenset[str]:
+    """The CPU feature flags (the first "flags" line of /proc/cpuinfo); empty when it cannot be read."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = CPUINFO.read_text(errors="replace")
+        except OSError:
+            return frozenset()
+    for line in cpuinfo.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() in ("flags", "Features"):
+            return frozenset(value.split())
+    return frozenset()
+
+
+def cpu_capability() -> str:
+    """torch's name for the best SIMD level it dispatches to on this CPU (e.g. "AVX512", "AVX2", "DEFAULT")."""
+    try:
+        return str(torch.backends.cpu.get_cpu_capability())
+    except Exception:  # noqa: BLE001 - older/other builds
+        return "DEFAULT"
+
+
+def cpu_has_native_bf16(flags: Iterable[str] | None = None, capability: str | None = None) -> bool:
+    """True when the CPU has bf16 arithmetic in hardware (avx512_bf16 or AMX).
+
+    flags: CPU flags (default: read from /proc/cpuinfo); capability: torch's CPU capability string (default:
+    asked from torch), consulted when there are no flags to read (not Linux) -- a capability naming AMX or
+    BF16 counts as native support. Both parameters exist so the decision can be tested with fake hardware."""
+    found = cpu_flags() if flags is None else frozenset(flags)
+    if found & BF16_CPU_FLAGS:
+        return True
+    if found:  # the flags were readable and name no bf16 unit
+        return False
+    cap = (cpu_capability() if capability is None else capability).upper()
+    return "AMX" in cap or "BF16" in cap
+
+
+@dataclass(frozen=True)
+class Precision:
+    """What the trainer does on one device: autocast to bf16 or not, channels_last or not, and why."""
+
+    device_type: str
+    bf16: bool
+    channels_last: bool
+    reason: str
+
+    @property
+    def dtype(self) -> str:
+        return "bf16" if self.bf16 else "fp32"
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The context to run forward passes in (a no-op context when bf16 is off)."""
+        if not self.bf16:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device_type, dtype=torch.bfloat16)
+
+    def prepare(self, module: torch.nn.Module) -> torch.nn.Module:
+        """Convert a module's parameters to the chosen memory format (in place; returns it). Parameters stay
+        fp32 whatever the autocast dtype."""
+        return module.to(memory_format=torch.channels_last) if self.channels_last else module
+
+    def describe(self) -> dict:
+        return {"device": self.device_type, "dtype": self.dtype, "channels_last": self.channels_last,
+                "reason": self.reason}
+
+
+def choose_precision(
+    mode: str,
+    device: torch.device | str,
+    *,
+    flags: Iterable[str] | None = None,
+    capability: str | None = None,
+    cuda_bf16: bool | None = None,
+) -> Precision:
+    """Decide autocast + memory format for `mode` ("auto" | "bf16" | "none") on `device` (see module doc).
+    flags/capability (CPU) and cuda_bf16 (CUDA) override the hardware detection, for tests."""
+    if mode not in MODES:
+        raise ValueError(f"mixed_precision: {mode!r} is not one of {', '.join(MODES)}")
+    kind = torch.device(device).type
+    channels_last = kind in ("cpu", "cuda")
+    if mode == "none":
+        return Precision(kind, False, channels_last, "mixed_precision 'none': fp32")
+    if mode == "bf16":
+        return Precision(kind, True, channels_last, "mixed_precision 'bf16': bf16 autocast as requested")
+    if kind == "cpu":
+        if cpu_has_native_bf16(flags, capability):
+            return Precision(kind, True, channels_last, "auto: the CPU has native bf16 (avx512_bf16 or AMX)")
+        return Precision(kind, False, channels_last, "auto: the CPU has no native bf16 (no avx512_bf16/AMX): fp32")
+    if kind == "cuda":
+        supported = torch.cuda.is_bf16_supported() if cuda_bf16 is None else cuda_bf16
+        if supported:
+            return Precision(kind, True, channels_last, "auto: the GPU supports bf16")
+        return Precision(kind, False, channels_last, "auto: the GPU has no bf16 support: fp32")
+    return Precision(kind, False, channels_last, f"auto: fp32 on {kind}")

@@ -1,0 +1,84 @@
+"""bf16 / channels_last decisions (service/ml/precision.py), with fake CPU flags and capabilities."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from service.ml.precision import choose_precision, cpu_flags, cpu_has_native_bf16
+
+SAPPHIRE_RAPIDS = "processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512bw avx512_bf16 amx_bf16 amx_tile\n"
+COOPER_LAKE = "processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_bf16\n"
+SKYLAKE = "processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512bw avx512vl\n"
+ZEN2 = "processor\t: 0\nflags\t\t: fpu sse avx avx2 fma\n"
+
+
+@pytest.mark.parametrize(("cpuinfo", "native"), [
+    (SAPPHIRE_RAPIDS, True), (COOPER_LAKE, True), (SKYLAKE, False), (ZEN2, False),
+])
+def test_native_bf16_from_cpuinfo_flags(cpuinfo: str, native: bool) -> None:
+    flags = cpu_flags(cpuinfo)
+    assert "avx2" in flags
+    assert cpu_has_native_bf16(flags, capability="AVX512") is native
+
+
+def test_amx_alone_counts() -> None:
+    assert cpu_has_native_bf16({"avx2", "amx_bf16"}, capability="AVX2")
+
+
+def test_capability_consulted_only_without_flags() -> None:
+    # flags readable and without bf16: a capability string does not override them
+    assert not cpu_has_native_bf16({"avx2"}, capability="AMX")
+    # no flags (not Linux): torch's capability decides
+    assert cpu_has_native_bf16(set(), capability="AMX")
+    assert not cpu_has_native_bf16(set(), capability="AVX512")
+    assert not cpu_has_native_bf16(set(), capability="DEFAULT")
+
+
+def test_cpu_flags_missing_or_unreadable() -> None:
+    assert cpu_flags("processor : 0\nmodel name : x\n") == frozenset()
+    assert cpu_flags("") == frozenset()
+
+
+@pytest.mark.parametrize(("cpuinfo", "bf16"), [(COOPER_LAKE, True), (SAPPHIRE_RAPIDS, True), (SKYLAKE, False),
+                                                (ZEN2, False)])
+def test_auto_on_cpu_uses_bf16_only_where_native(cpuinfo: str, bf16: bool) -> None:
+    p = choose_precision("auto", "cpu", flags=cpu_flags(cpuinfo), capability="AVX512")
+    assert p.bf16 is bf16
+    assert p.channels_last  # always on CPU
+    assert p.dtype == ("bf16" if bf16 else "fp32")
+    assert ("has native bf16" in p.reason) is bf16
+
+
+def test_forced_modes_ignore_the_hardware() -> None:
+    assert choose_precision("bf16", "cpu", flags=cpu_flags(ZEN2)).bf16
+    assert not choose_precision("none", "cpu", flags=cpu_flags(SAPPHIRE_RAPIDS)).bf16
+    assert choose_precision("none", "cpu", flags=set()).channels_last
+
+
+def test_cuda_decisions_do_not_need_a_gpu() -> None:
+    assert choose_precision("auto", "cuda", cuda_bf16=True).bf16
+    assert not choose_precision("auto", "cuda", cuda_bf16=False).bf16
+    assert choose_precision("auto", "cuda", cuda_bf16=False).channels_last
+    assert not choose_precision("auto", "meta").channels_last
+
+
+def test_unknown_mode_is_rejected() -> None:
+    with pytest.raises(ValueError, match="mixed_precision: 'fp16'"):
+        choose_precision("fp16", "cpu")
+
+
+def test_autocast_context_really_switches_dtype() -> None:
+    lin = torch.nn.Linear(4, 4)
+    x = torch.randn(2, 4)
+    with choose_precision("bf16", "cpu").autocast():
+        assert lin(x).dtype == torch.bfloat16
+    with choose_precision("none", "cpu").autocast():
+        assert lin(x).dtype == torch.float32
+
+
+def test_prepare_sets_channels_last_and_keeps_fp32() -> None:
+    conv = torch.nn.Conv2d(3, 8, 3)
+    choose_precision("auto", "cpu", flags=cpu_flags(COOPER_LAKE)).prepare(conv)
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert conv.weight.dtype == torch.float32

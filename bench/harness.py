@@ -127,7 +127,7 @@ def start_server(name: str, app: str, env: dict[str, str], log_dir: Path, *, fac
 
 
 def start_headwise(env: dict[str, str], log_dir: Path, name: str = "headwise") -> Server:
-    return start_server(name, "service.main:create_app", env, log_dir, factory=True)
+    return start_server(name, "service.api.app:create_app", env, log_dir, factory=True)
 
 
 def migrate(env: dict[str, str]) -> None:

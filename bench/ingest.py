@@ -3,7 +3,7 @@
     python bench/ingest.py [--json bench/results/ingest.json] [--images 20000 5000]
 
 For each size: writes the zip (PNG entries + labels.csv streamed into the archive, never held in memory), starts a
-FRESH server (`uvicorn --factory service.main:create_app`, embedded SQLite) so its peak RSS (VmHWM) belongs to that
+FRESH server (`uvicorn --factory service.api.app:create_app`, embedded SQLite) so its peak RSS (VmHWM) belongs to that
 upload alone, uploads the zip with a streaming multipart POST /v1/datasets from a separate client process (httpx
 with a file object), and reports the upload seconds (request sent -> 201 with the dataset validated and
 committed), the server's RSS before and its peak after, and the client's peak RSS. Bounded memory means the

@@ -4,7 +4,7 @@
     python bench/load.py --url http://HOST:8000 --key KEY --model NAME [--job ID] [--dataset ID] [--images a.png ...]
 
 Self-hosted: migrates a fresh embedded (SQLite) data dir -- or HEADWISE_DATABASE_URL / HEADWISE_BROKER_URL from the
-environment --, starts `uvicorn --factory service.main:create_app`, trains a tiny model on the example dataset
+environment --, starts `uvicorn --factory service.api.app:create_app`, trains a tiny model on the example dataset
 with the worker's job runner, creates a team key with the user scopes, then runs the load.
 
 Each client loops over a weighted mix: POST /predict JSON 1 image (40), POST /predict multipart 2 images (15),

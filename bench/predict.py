@@ -4,7 +4,7 @@
 
 One command: builds the example dataset (64x64 PNG), trains a model on it through the real API and the worker's job
 runner (model: image_size 64, width 32, depth 4, head_hidden 64 -- the spec example's size; 2 epochs, 512 images),
-starts the real app (`uvicorn --factory service.main:create_app`, embedded SQLite, HEADWISE_ADMIN_KEY) on a free
+starts the real app (`uvicorn --factory service.api.app:create_app`, embedded SQLite, HEADWISE_ADMIN_KEY) on a free
 port, then measures:
   (a) raw: Predictor.predict_arrays in this process on preprocessed uint8 arrays, batch 1 and batch 64, for
       the eager network (the raw model: the targets) and its TorchScript trace (what the server runs), in
@@ -95,9 +95,9 @@ def raw_forward(predictor, arrays: np.ndarray, batch: int, seconds: float, max_i
 
 def raw_runs(predictors: dict, arrays: np.ndarray, seconds: float) -> dict:
     """Batch 1 and batch 64 for each predictor variant, in the same kind of thread the server runs the network
-    in: service.batcher's single inference thread, torch threads from HEADWISE_TORCH_THREADS (on a busy 2-core
+    in: service.serving.batcher's single inference thread, torch threads from HEADWISE_TORCH_THREADS (on a busy 2-core
     machine torch's 2-thread pool in the main thread can be several times slower at batch 1 than this)."""
-    from service.batcher import run_in_inference_thread as run
+    from service.serving.batcher import run_in_inference_thread as run
 
     out: dict = {"torch_threads": run(torch_threads)}
     for name, predictor in predictors.items():

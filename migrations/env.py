@@ -1,4 +1,4 @@
-"""Alembic environment: the URL comes from service.config unless given explicitly; metadata from service.models."""
+"""Alembic environment: the URL comes from service.config unless given explicitly; metadata from service.db.tables."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from logging.config import fileConfig
 
 from alembic import context
 
-import service.models  # noqa: F401 - registers every table on Base.metadata
-from service.db import Base, make_engine
+import service.db.tables  # noqa: F401 - registers every table on Base.metadata
+from service.db.base import Base, make_engine
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):

@@ -19,10 +19,10 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
-from service import crud
 from service.config import Settings
+from service.db import keys as keys_repo
+from service.db.tables import ApiKey, utcnow
 from service.errors import AuthError
-from service.models import ApiKey, utcnow
 
 log = logging.getLogger("headwise.auth")
 
@@ -94,7 +94,7 @@ def create_key(
 ) -> tuple[ApiKey, str]:
     """Insert a key row (flushed, not committed) -> (row, the full key: shown once)."""
     key, prefix = generate_key()
-    row = crud.insert_api_key(
+    row = keys_repo.insert_api_key(
         session=session, name=name, team=team, scopes=check_scopes(scopes), prefix=prefix, key_hash=hash_key(key, secret)
     )
     return row, key
@@ -176,7 +176,7 @@ class KeyAuthenticator:
 
     def _lookup(self, prefix: str, digest: str) -> Principal:
         with self.session_factory() as session:
-            row = crud.get_api_key_by_prefix(session=session, prefix=prefix)
+            row = keys_repo.get_api_key_by_prefix(session=session, prefix=prefix)
         if row is None or not hmac.compare_digest(row.key_hash, digest):
             raise AuthError("invalid API key")
         if row.revoked_at is not None:
@@ -193,7 +193,7 @@ class KeyAuthenticator:
             self._last_used[key_id] = now
         try:
             with self.session_factory() as session:
-                crud.touch_api_key(session=session, key_id=key_id, when=utcnow())
+                keys_repo.touch_api_key(session=session, key_id=key_id, when=utcnow())
                 session.commit()
         except Exception:  # never fail a request because last_used_at could not be written
             log.warning("could not record last_used_at for key %s", key_id, exc_info=True)

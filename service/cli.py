@@ -1,4 +1,5 @@
-"""`headwise serve | api | worker | migrate | keys create|list|revoke` (+ the client commands of cli_client).
+"""`headwise serve | api | worker | migrate | keys create|list|revoke | example-dataset` (server side) + the client
+commands of service/client/cli.py (datasets, train, jobs, predict).
 
 Never imports worker.*: the worker is started by module string (`python -m celery -A worker.app:app ...`).
 """
@@ -6,12 +7,14 @@ Never imports worker.*: the worker is started by module string (`python -m celer
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from service.config import Settings, get_settings
 
@@ -84,14 +87,14 @@ def _exit_on_sigterm(signum: int, _frame: object) -> None:
 
 def ensure_admin_key(settings: Settings) -> str | None:
     """On first start without HEADWISE_ADMIN_KEY: create an admin key of team 'default' -> the key (else None)."""
-    from service import crud
     from service.auth import DEFAULT_TEAM, create_key, load_secret
-    from service.db import session_scope
+    from service.db import keys as keys_repo
+    from service.db.base import session_scope
 
     if settings.ADMIN_KEY:
         return None
     with session_scope(settings.DATABASE_URL) as session:
-        if crud.count_api_keys(session=session) > 0:
+        if keys_repo.count_api_keys(session=session) > 0:
             return None
         _row, key = create_key(session, load_secret(settings), name="admin (created by headwise serve)",
                                team=DEFAULT_TEAM, scopes=["admin"])
@@ -122,7 +125,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # uvicorn re-raises SIGTERM after its graceful shutdown: turn it into SystemExit so `finally` stops the worker
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
-        from service.main import create_app
+        from service.api.app import create_app
 
         _banner(settings, key)
         _run_uvicorn(create_app(settings), settings)
@@ -135,7 +138,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_api(args: argparse.Namespace) -> int:
     settings = _settings(args)
     os.environ.update(HEADWISE_HOST=settings.HOST, HEADWISE_PORT=str(settings.PORT))
-    _run_uvicorn("service.main:create_app", settings, factory=True)
+    _run_uvicorn("service.api.app:create_app", settings, factory=True)
     return 0
 
 
@@ -152,10 +155,10 @@ def cmd_migrate(_args: argparse.Namespace) -> int:
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
-    from service import crud
     from service.auth import DEFAULT_TEAM, check_scopes, create_key, load_secret
-    from service.db import session_scope
-    from service.models import utcnow
+    from service.db import keys as keys_repo
+    from service.db.base import session_scope
+    from service.db.tables import utcnow
 
     settings = get_settings()
     settings.DATA_DIR.mkdir(parents=True, exist_ok=True)
@@ -173,18 +176,34 @@ def cmd_keys(args: argparse.Namespace) -> int:
             print(key)
         elif args.keys_command == "list":
             print(f"{'id':32}  {'prefix':13}  {'team':12}  {'name':20}  {'scopes':40}  status")
-            for row in crud.list_api_keys(session=session):
+            for row in keys_repo.list_api_keys(session=session):
                 status = "revoked" if row.revoked_at else f"last used {row.last_used_at or 'never'}"
                 print(f"{row.id:32}  {row.prefix:13}  {row.team:12}  {row.name[:20]:20}  "
                       f"{','.join(row.scopes)[:40]:40}  {status}")
         else:
-            rows = crud.find_api_keys(session=session, id_or_prefix=args.key)
+            rows = keys_repo.find_api_keys(session=session, id_or_prefix=args.key)
             if len(rows) != 1:
                 why = "no key matches" if not rows else f"{len(rows)} keys match; give more of the prefix or the id"
                 print(f"error: {why} {args.key!r}", file=sys.stderr)
                 return 1
-            crud.revoke_api_key(session=session, key=rows[0], when=utcnow())
+            keys_repo.revoke_api_key(session=session, key=rows[0], when=utcnow())
             print(f"revoked key {rows[0].id} ({rows[0].prefix}); effective within seconds")
+    return 0
+
+
+def cmd_example_dataset(args: argparse.Namespace) -> int:
+    """Write the engine's synthetic shapes dataset (a gated head, a sparse head) and its spec next to it."""
+    from service.ml import examples
+
+    out = Path(args.out)
+    kwargs: dict[str, Any] = {"seed": args.seed, "image_size": args.image_size}
+    if args.n:
+        kwargs["n"] = args.n
+    path = Path(examples.make_example_dataset(out, **kwargs))
+    spec = examples.example_spec(image_size=args.image_size, epochs=args.epochs)
+    spec_path = path.with_name(path.stem + ".spec.json")
+    spec_path.write_text(json.dumps(spec, indent=2) + "\n")
+    print(f"wrote {path} and {spec_path}")
     return 0
 
 
@@ -226,8 +245,15 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = keys_sub.add_parser("revoke", help="revoke a key by id or prefix")
     revoke.add_argument("key", metavar="ID_OR_PREFIX")
     keys.set_defaults(func=cmd_keys)
+    p = sub.add_parser("example-dataset", help="write a synthetic example dataset and its spec")
+    p.add_argument("out", metavar="OUT.zip")
+    p.add_argument("--n", type=int, default=None, help="number of images")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--image-size", type=int, default=32, help="image side in pixels (default %(default)s)")
+    p.add_argument("--epochs", type=int, default=8, help="epochs in the written spec (default %(default)s)")
+    p.set_defaults(func=cmd_example_dataset)
     try:
-        from service.cli_client import add_client_commands
+        from service.client.cli import add_client_commands
     except ImportError:  # pragma: no cover - client commands are optional
         pass
     else:

@@ -1,17 +1,7 @@
-"""One error base with a status code and a kind, and the handlers rendering {"error": kind, "detail": msg}."""
+"""The error base every layer raises: a message, an HTTP status code and a kind. service/api/errors.py renders
+them as {"error": kind, "detail": message}; nothing here depends on the web framework."""
 
 from __future__ import annotations
-
-import logging
-from typing import Any
-
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from sqlalchemy import exc as sa_exc
-from starlette.exceptions import HTTPException as StarletteHTTPException
-
-log = logging.getLogger("headwise.errors")
 
 
 class ServiceError(Exception):
@@ -64,97 +54,3 @@ class ForbiddenError(ServiceError):
 
 class UnavailableError(ServiceError):
     status_code, kind = 503, "ServiceUnavailable"
-
-
-HTTP_KINDS = {
-    400: "BadRequest",
-    401: "Unauthorized",
-    403: "Forbidden",
-    404: "NotFound",
-    405: "MethodNotAllowed",
-    409: "Conflict",
-    413: "PayloadTooLarge",
-    415: "UnsupportedMediaType",
-    422: "ValidationError",
-    429: "TooManyRequests",
-    503: "ServiceUnavailable",
-}
-
-
-def error_response(status: int, kind: str, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": kind, "detail": detail}, status_code=status, headers=headers)
-
-
-def format_loc(loc: tuple[Any, ...] | list[Any]) -> str:
-    """('body', 'tasks', 0, 'name') -> 'body.tasks[0].name'."""
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else str(part)
-    return out
-
-
-def validation_detail(errors: list[dict[str, Any]]) -> str:
-    return "; ".join(f"{format_loc(e.get('loc', ()))}: {e.get('msg', 'invalid')}" for e in errors) or "invalid"
-
-
-async def _service_error(_request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, ServiceError)
-    return error_response(exc.status_code, exc.kind, exc.message, exc.headers)
-
-
-async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, StarletteHTTPException)
-    kind = HTTP_KINDS.get(exc.status_code, "Error")
-    detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
-    if exc.status_code == 404 and detail == "Not Found":
-        detail = "no such route"
-    return error_response(exc.status_code, kind, detail, getattr(exc, "headers", None))
-
-
-async def _request_validation(_request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RequestValidationError)
-    return error_response(422, "ValidationError", validation_detail(list(exc.errors())))
-
-
-async def _unprocessable(kind: str, exc: Exception) -> JSONResponse:
-    return error_response(422, kind, str(exc))
-
-
-async def _database_down(request: Request, exc: Exception) -> JSONResponse:
-    log.error("database error on %s %s: %s", request.method, request.url.path, exc)
-    return error_response(503, "ServiceUnavailable", "the database is unavailable; try again shortly",
-                          {"Retry-After": "5"})
-
-
-async def _internal(request: Request, exc: Exception) -> JSONResponse:
-    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return error_response(500, "InternalError", "internal server error; see the server log")
-
-
-def install_error_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(ServiceError, _service_error)
-    app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(RequestValidationError, _request_validation)
-    try:  # engine errors: client mistakes in specs and data -> 422 with the engine's message
-        from service.ml.data import DataError
-        from service.ml.spec import SpecError
-    except ImportError:  # pragma: no cover - the engine is always installed with the service
-        log.warning("service.ml not importable; SpecError/DataError handlers not installed")
-    else:
-
-        async def _spec(_r: Request, exc: Exception) -> JSONResponse:
-            return await _unprocessable("SpecError", exc)
-
-        async def _data(_r: Request, exc: Exception) -> JSONResponse:
-            return await _unprocessable("DataError", exc)
-
-        app.add_exception_handler(SpecError, _spec)
-        app.add_exception_handler(DataError, _data)
-    # a database that is down or unreachable is a 503 (retry), not a 500
-    app.add_exception_handler(sa_exc.OperationalError, _database_down)
-    app.add_exception_handler(sa_exc.InterfaceError, _database_down)
-    app.add_exception_handler(sa_exc.TimeoutError, _database_down)
-    app.add_exception_handler(Exception, _internal)

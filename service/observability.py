@@ -225,16 +225,15 @@ class JobsCollector:
         return []  # no scrape at registration time
 
     def _read(self) -> tuple[dict[str, int], list, bool]:
-        from service import crud
-
+        from service.db import jobs as jobs_repo
         now = time.monotonic()
         with self._lock:
             if self._cached and now - self._cached[0] < self.ttl:
                 return self._cached[1:]
             try:
                 with self.session_factory() as session:
-                    counts = crud.count_jobs_by_status(session=session)
-                    running = crud.running_jobs_history(session=session)
+                    counts = jobs_repo.count_jobs_by_status(session=session)
+                    running = jobs_repo.running_jobs_history(session=session)
                 ok = True
             except Exception:
                 log.warning("metrics: could not read jobs from the database", exc_info=True)

@@ -3,14 +3,19 @@
 1. service/ml/** imports only torch, numpy, PIL, pydantic, the standard library and service.ml.*
    (plus safetensors, the artifact file format the engine contract names)
 2. service/** never imports worker.*
-3. Only service/api/**, service/main.py and service/errors.py import fastapi (or starlette underneath it)
-4. Only service/crud.py builds SQL: no other module of service/ or worker/ uses sqlalchemy's
-   select/insert/update/delete/text (imported by name or as sqlalchemy.<name>)
+3. Only service/api/** imports fastapi (or starlette underneath it). Only service/db/** builds SQL: no other
+   module of service/ or worker/ uses sqlalchemy's select/insert/update/delete/text (imported by name or as
+   sqlalchemy.<name>)
+4. service/client/** imports only the standard library, httpx, pydantic, service.client.* and service.domain
+   (no torch, sqlalchemy, celery or matplotlib: it must install and start fast); checked on the source and on
+   sys.modules after importing it
+Plus: matplotlib is imported only in service/reports/**.
 """
 
 from __future__ import annotations
 
 import ast
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +33,10 @@ ML_ALLOWED = {"torch", "numpy", "PIL", "pydantic", "pydantic_core", "typing_exte
 # imported only inside functions, never at module level.
 ML_LAZY = {"onnx", "onnxruntime"}
 FASTAPI_PACKAGES = {"fastapi", "starlette"}
-FASTAPI_ALLOWED = ("service/api/", "service/main.py", "service/errors.py")
+FASTAPI_ALLOWED = ("service/api/",)
+CLIENT_ALLOWED = {"httpx", "pydantic", "pydantic_core", "typing_extensions"}
+CLIENT_SERVICE_ALLOWED = ("service.client", "service.domain")
+CLIENT_FORBIDDEN_LOADED = ("torch", "sqlalchemy", "celery", "matplotlib", "fastapi", "numpy", "PIL")
 SQL_BUILDERS = {"select", "insert", "update", "delete", "text"}
 SQL_MODULES = (
     "sqlalchemy",
@@ -165,7 +173,7 @@ def test_only_web_layer_imports_fastapi() -> None:
             continue
         bad += [_fmt(imp) for imp in parse_imports(path) if _top(imp.module) in FASTAPI_PACKAGES]
     assert not bad, (
-        "only service/api/**, service/main.py and service/errors.py may import fastapi/starlette:\n"
+        "only service/api/** may import fastapi/starlette:\n"
         + "\n".join(bad)
     )
 
@@ -197,15 +205,50 @@ def _sql_uses(path: Path) -> list[str]:
     return hits
 
 
-def test_only_crud_builds_sql() -> None:
+def test_only_db_builds_sql() -> None:
     bad = []
     for path in _py_files(SERVICE) + _py_files(WORKER):
-        if path == SERVICE / "crud.py":
+        if path.is_relative_to(SERVICE / "db"):
             continue
         bad += _sql_uses(path)
-    assert not bad, "only service/crud.py may build SQL (select/insert/update/delete/text):\n" + "\n".join(
-        bad
+    assert not bad, "only service/db/** may build SQL (select/insert/update/delete/text):\n" + "\n".join(bad)
+
+
+def test_client_imports_only_light_packages() -> None:
+    stdlib = set(sys.stdlib_module_names)
+    bad = []
+    for path in _py_files(SERVICE / "client"):
+        for imp in parse_imports(path):
+            top = _top(imp.module)
+            if top == "service":
+                if not any(imp.module == m or imp.module.startswith(m + ".") for m in CLIENT_SERVICE_ALLOWED):
+                    bad.append(_fmt(imp))
+            elif top not in CLIENT_ALLOWED and top not in stdlib and top != "__future__":
+                bad.append(_fmt(imp))
+    assert not bad, "service/client may import only stdlib/httpx/pydantic/service.client/service.domain:\n" + (
+        "\n".join(bad)
     )
+
+
+def test_client_import_loads_no_heavy_package() -> None:
+    """What `import service.client` (and the client CLI) really loads, in a fresh interpreter."""
+    code = (
+        "import sys, service.client, service.client.cli\n"
+        f"print(','.join(sorted(m for m in {CLIENT_FORBIDDEN_LOADED!r} if m in sys.modules)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "", f"import service.client loaded: {out.stdout.strip()}"
+
+
+def test_only_reports_import_matplotlib() -> None:
+    bad = [
+        _fmt(imp)
+        for path in _py_files(SERVICE) + _py_files(WORKER)
+        if not path.is_relative_to(SERVICE / "reports")
+        for imp in parse_imports(path)
+        if _top(imp.module) == "matplotlib"
+    ]
+    assert not bad, "only service/reports may import matplotlib:\n" + "\n".join(bad)
 
 
 # ------------------------------------------------------------------------ the checker's own behaviour

@@ -61,7 +61,7 @@ def _structured_logs(logger=None, **_kwargs) -> None:
 @signals.worker_process_init.connect
 def _fresh_connections_in_child(**_kwargs) -> None:
     """A forked child must not reuse the parent's pooled database connections (the reaper thread's)."""
-    from service.db import get_engine
+    from service.db.base import get_engine
 
     get_engine().dispose(close=False)
 

@@ -2,7 +2,7 @@
 
 The job row is the truth and the broker only a doorbell: `claim_job` moves queued -> running atomically, so a
 second delivery of the same message (redelivery, a reaper re-enqueue racing the original) finds nothing to do.
-The attempt number taken by the claim fences every later write (see service/crud.py). torch and the engine
+The attempt number taken by the claim fences every later write (see service/db/jobs.py). torch and the engine
 are imported here, lazily, so the Celery parent process never loads torch or touches CUDA; with
 max-tasks-per-child 1 each job runs in a fresh child.
 """
@@ -18,10 +18,11 @@ from typing import Any
 
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
-from service import crud
 from service.config import Settings, get_settings
-from service.db import get_sessionmaker, session_scope
-from service.models import Dataset, Job
+from service.db import jobs as jobs_repo
+from service.db import registry as registry_repo
+from service.db.base import get_sessionmaker, session_scope
+from service.db.tables import Dataset, Job
 from service.storage import Storage
 from worker.monitor import CANCELLED, LEASE_LOST, TIMEOUT, JobMonitor, jsonable
 
@@ -41,9 +42,9 @@ def run_job(job_id: str) -> str:
     storage = Storage(settings.DATA_DIR)
     try:
         with session_scope() as session:
-            job = crud.claim_job(session=session, job_id=job_id, worker=worker_name())
+            job = jobs_repo.claim_job(session=session, job_id=job_id, worker=worker_name())
             if job is None:
-                status = crud.job_status(session=session, job_id=job_id)
+                status = jobs_repo.job_status(session=session, job_id=job_id)
             else:
                 dataset = session.get(Dataset, job.dataset_id) if job.dataset_id else None
                 session.expunge_all()
@@ -136,7 +137,7 @@ def _register(job: Job, result: Any, checksums: dict[str, str], tmp: Path, stora
         final: Path | None = None
         session = get_sessionmaker()()
         try:
-            version = crud.finish_succeeded(
+            version = registry_repo.finish_succeeded(
                 session=session, job_id=job.id, attempt=job.attempts, spec=spec_json, metrics=metrics,
                 history=history, checksums=checksums, progress=progress,
                 artifact_path=lambda model_id, number: storage.rel(storage.artifact_dir(model_id, number)),
@@ -186,7 +187,7 @@ def _registered_version(job_id: str) -> bool | None:
     the artifact stays: an orphan directory is harmless, a version without files is not)."""
     try:
         with session_scope() as session:
-            return job_id in crud.job_versions(session=session, job_ids=[job_id])
+            return job_id in registry_repo.job_versions(session=session, job_ids=[job_id])
     except Exception:  # noqa: BLE001
         return None
 
@@ -203,10 +204,10 @@ def _stopped(job: Job, reason: str, settings: Settings) -> str:
     with session_scope() as session:
         if reason == TIMEOUT:
             error = f"training exceeded HEADWISE_MAX_JOB_SECONDS={settings.MAX_JOB_SECONDS} and was stopped"
-            done = crud.finish_failed(session=session, job_id=job.id, attempt=job.attempts, error=error)
+            done = jobs_repo.finish_failed(session=session, job_id=job.id, attempt=job.attempts, error=error)
             outcome = "failed"
         else:
-            done = crud.finish_cancelled(session=session, job_id=job.id, attempt=job.attempts)
+            done = jobs_repo.finish_cancelled(session=session, job_id=job.id, attempt=job.attempts)
             outcome = "cancelled"
     log.info("job %s %s", job.id, outcome)
     return outcome if done else LEASE_LOST
@@ -246,7 +247,7 @@ def _fail(job: Job, exc: Exception) -> str:
     else:
         log.error("job %s failed: %s", job.id, message, exc_info=exc)
     with session_scope() as session:
-        done = crud.finish_failed(session=session, job_id=job.id, attempt=job.attempts, error=message[:4000])
+        done = jobs_repo.finish_failed(session=session, job_id=job.id, attempt=job.attempts, error=message[:4000])
     return "failed" if done else LEASE_LOST
 
 

@@ -17,9 +17,9 @@ import threading
 import time
 from typing import Any
 
-from service import crud
 from service.config import Settings
-from service.db import session_scope
+from service.db import jobs as jobs_repo
+from service.db.base import session_scope
 
 log = logging.getLogger("headwise.worker")
 
@@ -110,14 +110,14 @@ class JobMonitor:
         if now >= self._next_poll:
             self._next_poll = now + self.settings.CANCEL_POLL_SECONDS
             with session_scope() as session:
-                if crud.is_cancel_requested(session=session, job_id=self.job_id) and self.stop_reason is None:
+                if jobs_repo.is_cancel_requested(session=session, job_id=self.job_id) and self.stop_reason is None:
                     log.info("job %s: cancel requested", self.job_id)
                     self.stop_reason = CANCELLED
         if self._dirty and now - self._last_progress >= self.settings.PROGRESS_SECONDS:
             self._write_progress()
         elif now - self._last_beat >= self.settings.HEARTBEAT_SECONDS:
             with session_scope() as session:
-                owned = crud.heartbeat(session=session, job_id=self.job_id, attempt=self.attempt)
+                owned = jobs_repo.heartbeat(session=session, job_id=self.job_id, attempt=self.attempt)
             self.writes += 1
             self._last_beat = now
             if not owned:
@@ -130,7 +130,7 @@ class JobMonitor:
             self._dirty = self._history_dirty = False
         try:
             with session_scope() as session:
-                owned = crud.write_progress(session=session, job_id=self.job_id, attempt=self.attempt,
+                owned = jobs_repo.write_progress(session=session, job_id=self.job_id, attempt=self.attempt,
                                             progress=progress,
                                             history=jsonable(history) if history is not None else None)
         except Exception:

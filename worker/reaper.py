@@ -14,9 +14,10 @@ import logging
 import threading
 from datetime import timedelta
 
-from service import crud
 from service.config import get_settings
-from service.db import session_scope
+from service.db import base as db
+from service.db import jobs as jobs_repo
+from service.db.base import session_scope
 from service.queue import enqueue_training, ping_broker, queued_messages
 
 log = logging.getLogger("headwise.reaper")
@@ -31,15 +32,15 @@ def reap_stale_jobs(database_url: str | None = None) -> dict[str, int]:
     counts = {"requeued": 0, "failed": 0}
     with session_scope(database_url) as session:
         # the database's clock (PostgreSQL), the one heartbeats are written with: no cross-host clock skew
-        stale_before = crud.db_now(session=session) - timedelta(seconds=settings.JOB_LEASE_SECONDS)
-        stale = crud.stale_running_jobs(session=session, stale_before=stale_before)
+        stale_before = db.db_now(session=session) - timedelta(seconds=settings.JOB_LEASE_SECONDS)
+        stale = jobs_repo.stale_running_jobs(session=session, stale_before=stale_before)
     broker_up: bool | None = None
     for job_id, attempts in stale:
         if attempts >= settings.MAX_ATTEMPTS:
             error = (f"worker lost {attempts} times (no heartbeat for {settings.JOB_LEASE_SECONDS} s); "
                      f"giving up after HEADWISE_MAX_ATTEMPTS={settings.MAX_ATTEMPTS} attempts")
             with session_scope(database_url) as session:
-                done = crud.finish_failed(session=session, job_id=job_id, error=error, attempt=attempts,
+                done = jobs_repo.finish_failed(session=session, job_id=job_id, error=error, attempt=attempts,
                                           stale_before=stale_before)
             if done:
                 counts["failed"] += 1
@@ -52,7 +53,7 @@ def reap_stale_jobs(database_url: str | None = None) -> dict[str, int]:
             log.warning("job %s: worker lost, but the broker is unreachable; requeue postponed", job_id)
             continue
         with session_scope(database_url) as session:
-            won = crud.requeue_job(session=session, job_id=job_id, attempt=attempts, stale_before=stale_before)
+            won = jobs_repo.requeue_job(session=session, job_id=job_id, attempt=attempts, stale_before=stale_before)
         if not won:
             continue
         counts["requeued"] += 1
@@ -73,9 +74,9 @@ def ring_lost_doorbells(database_url: str | None = None) -> int:
     claim lets one delivery run the job and the others find nothing to do. Returns the number enqueued."""
     settings = get_settings()
     with session_scope(database_url) as session:
-        rung_before = crud.db_now(session=session) - timedelta(seconds=settings.JOB_LEASE_SECONDS)
-        queued = crud.count_queued_jobs(session=session)
-        stale = crud.stale_queued_jobs(session=session, rung_before=rung_before) if queued else []
+        rung_before = db.db_now(session=session) - timedelta(seconds=settings.JOB_LEASE_SECONDS)
+        queued = jobs_repo.count_queued_jobs(session=session)
+        stale = jobs_repo.stale_queued_jobs(session=session, rung_before=rung_before) if queued else []
     if not stale:
         return 0
     waiting = queued_messages()
@@ -84,7 +85,7 @@ def ring_lost_doorbells(database_url: str | None = None) -> int:
     rung = 0
     for job_id in stale:
         with session_scope(database_url) as session:
-            if not crud.ring_queued_job(session=session, job_id=job_id, rung_before=rung_before):
+            if not jobs_repo.ring_queued_job(session=session, job_id=job_id, rung_before=rung_before):
                 continue
         try:
             enqueue_training(job_id)

@@ -10,14 +10,14 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from service import crud
 from service.api.deps import SessionDep, SettingsDep, StorageDep, get_principal, require
+from service.api.schemas import AuditCreate, AuditRead, DatasetCreated, DatasetList, DatasetRead, ErrorRead
+from service.api.uploads import FileSink, StreamingForm, check_content_length
 from service.auth import Principal
+from service.db import datasets as datasets_repo
+from service.db.tables import Dataset, new_id
 from service.errors import ConflictError, NotFoundError, UnsupportedMediaError, ValidationError
-from service.models import Dataset, new_id
-from service.schemas import AuditCreate, AuditRead, DatasetCreated, DatasetList, DatasetRead, ErrorRead
 from service.storage import Storage
-from service.uploads import FileSink, StreamingForm, check_content_length
 
 log = logging.getLogger("headwise.api")
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
@@ -45,7 +45,7 @@ ERRORS = {code: {"model": ErrorRead} for code in (401, 403, 404, 409, 413, 415, 
 
 
 def _get(session: Session, dataset_id: str, principal: Principal) -> Dataset:
-    row = crud.get_dataset(session=session, dataset_id=dataset_id, team=principal.team)
+    row = datasets_repo.get_dataset(session=session, dataset_id=dataset_id, team=principal.team)
     if row is None:
         raise NotFoundError(f"dataset '{dataset_id}' not found")
     return row
@@ -69,7 +69,7 @@ def _ingest(session: Session, storage: Storage, tmp: Path, *, team: str, name: s
     try:
         storage.move_into(tmp, final)
         storage.save_table(dataset_id, table)
-        row = crud.insert_dataset(
+        row = datasets_repo.insert_dataset(
             session=session, id=dataset_id, team=team, name=name, format=fmt, filename=filename,
             num_samples=len(table.keys), columns=columns, size_bytes=size, sha256=sha256, path=storage.rel(final),
         )
@@ -133,7 +133,7 @@ def list_datasets(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
 ) -> DatasetList:
-    rows, total = crud.list_datasets(session=session, team=principal.team, limit=limit, offset=offset)
+    rows, total = datasets_repo.list_datasets(session=session, team=principal.team, limit=limit, offset=offset)
     return DatasetList(items=[DatasetRead.model_validate(r) for r in rows], total=total, limit=limit, offset=offset)
 
 
@@ -152,10 +152,10 @@ def delete_dataset(
     storage: StorageDep,
 ) -> Response:
     _get(session, dataset_id, principal)
-    active = crud.dataset_active_jobs(session=session, dataset_id=dataset_id)
+    active = datasets_repo.dataset_active_jobs(session=session, dataset_id=dataset_id)
     if active:
         raise ConflictError(f"dataset '{dataset_id}' is used by queued or running job(s): {', '.join(active)}")
-    crud.delete_dataset(session=session, dataset_id=dataset_id)
+    datasets_repo.delete_dataset(session=session, dataset_id=dataset_id)
     session.commit()
     storage.remove_dataset(dataset_id)
     return Response(status_code=204)

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from service.auth import KeyAuthenticator, Principal
 from service.config import Settings
 from service.errors import ForbiddenError
-from service.predictor_cache import PredictorCache
+from service.serving.predictor_cache import PredictorCache
 from service.storage import Storage
 
 bearer = HTTPBearer(auto_error=False, description="API key: `Authorization: Bearer hw_...`")

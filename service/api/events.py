@@ -22,11 +22,12 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from service import crud
 from service.api.deps import get_principal
+from service.api.schemas import ErrorRead
 from service.auth import Principal
+from service.db import jobs as jobs_repo
+from service.db import registry as registry_repo
 from service.errors import NotFoundError
-from service.schemas import ErrorRead
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -48,10 +49,10 @@ SSE_RESPONSE = {
 def snapshot(sessionmaker: Callable[[], Session], job_id: str, team: str) -> dict[str, Any] | None:
     """Blocking: the job's current state as plain data (None when it does not exist for this team)."""
     with sessionmaker() as session:
-        job = crud.get_team_job(session=session, job_id=job_id, team=team)
+        job = jobs_repo.get_team_job(session=session, job_id=job_id, team=team)
         if job is None:
             return None
-        model = crud.job_versions(session=session, job_ids=[job.id]).get(job.id) if job.status == "succeeded" \
+        model = registry_repo.job_versions(session=session, job_ids=[job.id]).get(job.id) if job.status == "succeeded" \
             else None
         progress = dict(job.progress or {})
         if progress.get("epochs") is None:

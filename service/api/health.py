@@ -9,9 +9,9 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
-from service import crud
 from service.api.deps import get_broker_ping
-from service.schemas import HealthRead, ReadyRead
+from service.api.schemas import HealthRead, ReadyRead
+from service.db import base as db
 
 log = logging.getLogger("headwise.api")
 router = APIRouter(tags=["health"])
@@ -32,7 +32,7 @@ def ready(request: Request, ping_broker: Annotated[Callable[[], bool], Depends(g
     checks: dict[str, str] = {}
     try:
         with request.app.state.sessionmaker() as session:
-            crud.ping(session=session)
+            db.ping(session=session)
         checks["database"] = "ok"
     except Exception as exc:  # noqa: BLE001 - report, never raise
         log.warning("readiness: database unreachable: %s", exc)

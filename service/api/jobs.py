@@ -9,12 +9,14 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
-from service import crud
 from service.api.deps import EnqueueDep, SessionDep, StorageDep, get_principal, require
+from service.api.schemas import ErrorRead, JobCreate, JobList, JobRead, JobStatus, ModelRef, Progress
 from service.auth import Principal
+from service.db import datasets as datasets_repo
+from service.db import jobs as jobs_repo
+from service.db import registry as registry_repo
+from service.db.tables import Job, utcnow
 from service.errors import ConflictError, NotFoundError, UnavailableError
-from service.models import Job, utcnow
-from service.schemas import ErrorRead, JobCreate, JobList, JobRead, JobStatus, ModelRef, Progress
 
 log = logging.getLogger("headwise.api")
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -36,11 +38,11 @@ def job_read(job: Job, model: tuple[str, int] | None = None) -> JobRead:
 
 
 def _read(session: Session, job: Job) -> JobRead:
-    return job_read(job, crud.job_versions(session=session, job_ids=[job.id]).get(job.id))
+    return job_read(job, registry_repo.job_versions(session=session, job_ids=[job.id]).get(job.id))
 
 
 def _get(session: Session, job_id: str, principal: Principal) -> Job:
-    job = crud.get_team_job(session=session, job_id=job_id, team=principal.team)
+    job = jobs_repo.get_team_job(session=session, job_id=job_id, team=principal.team)
     if job is None:
         raise NotFoundError(f"job '{job_id}' not found")
     return job
@@ -58,21 +60,21 @@ def create_job(
     from service.ml.data import encode_labels, resolve_spec
     from service.ml.spec import parse_spec
 
-    dataset = crud.get_dataset(session=session, dataset_id=body.dataset_id, team=principal.team)
+    dataset = datasets_repo.get_dataset(session=session, dataset_id=body.dataset_id, team=principal.team)
     if dataset is None:
         raise NotFoundError(f"dataset_id: dataset '{body.dataset_id}' not found")
     spec = parse_spec(body.spec)  # SpecError -> 422 naming the field
     table = storage.load_table(dataset.id, dataset.path)
     spec = resolve_spec(spec, table)  # unknown column, class not in data
     encode_labels(spec, table)  # DataError -> 422: wrong kinds, NaN/inf, naming row and column (not in the worker)
-    job = crud.create_job(session=session, team=principal.team, dataset_id=dataset.id,
+    job = jobs_repo.create_job(session=session, team=principal.team, dataset_id=dataset.id,
                           model_name=body.model_name, spec=spec.to_json_dict())
     session.commit()  # the worker must find the row: enqueue only after the commit
     try:
         enqueue(job.id)
     except Exception as exc:  # noqa: BLE001 - broker down: the job cannot start, say so
         log.error("could not enqueue job %s: %s", job.id, exc)
-        crud.finish_failed(session=session, job_id=job.id, error=f"could not enqueue the job: {exc}")
+        jobs_repo.finish_failed(session=session, job_id=job.id, error=f"could not enqueue the job: {exc}")
         session.commit()
         raise UnavailableError(f"job '{job.id}' could not be queued: the broker is unreachable") from None
     session.refresh(job)
@@ -87,9 +89,9 @@ def list_jobs(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
 ) -> JobList:
-    jobs, total = crud.list_team_jobs(session=session, team=principal.team, status=status, limit=limit,
+    jobs, total = jobs_repo.list_team_jobs(session=session, team=principal.team, status=status, limit=limit,
                                       offset=offset)
-    models = crud.job_versions(session=session, job_ids=[j.id for j in jobs])
+    models = registry_repo.job_versions(session=session, job_ids=[j.id for j in jobs])
     return JobList(items=[job_read(j, models.get(j.id)) for j in jobs], total=total, limit=limit, offset=offset)
 
 
@@ -108,9 +110,9 @@ def cancel_job(
     job_id: str, principal: Annotated[Principal, Depends(require("jobs:write"))], session: SessionDep
 ) -> JSONResponse:
     job = _get(session, job_id, principal)
-    if job.status == "queued" and crud.cancel_queued_job(session=session, job_id=job.id, when=utcnow()):
+    if job.status == "queued" and jobs_repo.cancel_queued_job(session=session, job_id=job.id, when=utcnow()):
         code = 200
-    elif crud.request_job_cancel(session=session, job_id=job.id):
+    elif jobs_repo.request_job_cancel(session=session, job_id=job.id):
         code = 202
     else:
         session.refresh(job)

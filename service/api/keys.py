@@ -8,12 +8,12 @@ from typing import Annotated
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
-from service import crud
 from service.api.deps import SessionDep, get_authenticator, require
+from service.api.schemas import ErrorRead, KeyCreate, KeyCreated, KeyList, KeyRead
 from service.auth import KeyAuthenticator, Principal, check_scopes, create_key
+from service.db import keys as keys_repo
+from service.db.tables import utcnow
 from service.errors import ForbiddenError, NotFoundError, ValidationError
-from service.models import utcnow
-from service.schemas import ErrorRead, KeyCreate, KeyCreated, KeyList, KeyRead
 
 router = APIRouter(prefix="/v1/keys", tags=["keys"])
 ERRORS = {code: {"model": ErrorRead} for code in (401, 403, 404, 422)}
@@ -23,7 +23,7 @@ AuthDep = Annotated[KeyAuthenticator, Depends(get_authenticator)]
 
 @router.get("", response_model=KeyList, responses=ERRORS, summary="API keys of the caller's team (root: all)")
 def list_keys(principal: Admin, session: SessionDep) -> KeyList:
-    rows = crud.list_api_keys(session=session, team=None if principal.root else principal.team)
+    rows = keys_repo.list_api_keys(session=session, team=None if principal.root else principal.team)
     return KeyList(items=[KeyRead.model_validate(r) for r in rows])
 
 
@@ -47,10 +47,10 @@ def create_api_key(body: KeyCreate, principal: Admin, session: SessionDep,
 @router.delete("/{key_id}", response_model=KeyRead, responses=ERRORS,
                summary="Revoke a key (effective at once in this process, within seconds everywhere)")
 def revoke_key(key_id: str, principal: Admin, session: SessionDep, authenticator: AuthDep) -> KeyRead:
-    row = crud.get_api_key(session=session, key_id=key_id, team=None if principal.root else principal.team)
+    row = keys_repo.get_api_key(session=session, key_id=key_id, team=None if principal.root else principal.team)
     if row is None:
         raise NotFoundError(f"API key '{key_id}' not found")
-    crud.revoke_api_key(session=session, key=row, when=utcnow())
+    keys_repo.revoke_api_key(session=session, key=row, when=utcnow())
     session.commit()
     authenticator.invalidate(row.id)
     return KeyRead.model_validate(row)

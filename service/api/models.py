@@ -13,12 +13,12 @@ from fastapi import Path as PathParam
 from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
-from service import crud
 from service.api.deps import SessionDep, StorageDep, require
+from service.api.schemas import ErrorRead, ModelList, ModelRead, ModelSummary, VersionRead
 from service.auth import Principal
+from service.db import registry as registry_repo
+from service.db.tables import ModelVersion, RegisteredModel
 from service.errors import NotFoundError, ServiceError
-from service.models import ModelVersion, RegisteredModel
-from service.schemas import ErrorRead, ModelList, ModelRead, ModelSummary, VersionRead
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 ERRORS = {code: {"model": ErrorRead} for code in (401, 403, 404, 422)}
@@ -34,7 +34,7 @@ def version_read(name: str, mv: ModelVersion) -> VersionRead:
 
 
 def get_model(session: Session, principal: Principal, name: str) -> RegisteredModel:
-    model = crud.get_team_model(session=session, team=principal.team, name=name)
+    model = registry_repo.get_team_model(session=session, team=principal.team, name=name)
     if model is None:
         raise NotFoundError(f"model '{name}' not found")
     return model
@@ -43,7 +43,7 @@ def get_model(session: Session, principal: Principal, name: str) -> RegisteredMo
 def get_version(session: Session, principal: Principal, name: str, version: int | None) -> ModelVersion:
     """A version of the team's model (latest when version is None) -> 404 naming what is missing."""
     model = get_model(session, principal, name)
-    mv = crud.get_model_version(session=session, model_id=model.id, version=version)
+    mv = registry_repo.get_model_version(session=session, model_id=model.id, version=version)
     if mv is None:
         raise NotFoundError(f"model '{name}' has no version {version}" if version else f"model '{name}' has no versions")
     return mv
@@ -54,7 +54,7 @@ def list_models(principal: Reader, session: SessionDep) -> ModelList:
     items = [
         ModelSummary(name=rm.name, created_at=rm.created_at, latest_version=mv.version if mv else None,
                      latest=version_read(rm.name, mv) if mv else None)
-        for rm, mv in crud.list_team_models(session=session, team=principal.team)
+        for rm, mv in registry_repo.list_team_models(session=session, team=principal.team)
     ]
     return ModelList(items=items)
 
@@ -62,7 +62,7 @@ def list_models(principal: Reader, session: SessionDep) -> ModelList:
 @router.get("/{name}", response_model=ModelRead, responses=ERRORS, summary="A model with all its versions")
 def read_model(name: str, principal: Reader, session: SessionDep) -> ModelRead:
     model = get_model(session, principal, name)
-    versions = [version_read(name, mv) for mv in crud.list_model_versions(session=session, model_id=model.id)]
+    versions = [version_read(name, mv) for mv in registry_repo.list_model_versions(session=session, model_id=model.id)]
     return ModelRead(name=name, created_at=model.created_at,
                      latest_version=versions[-1].version if versions else None, versions=versions)
 

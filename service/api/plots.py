@@ -17,12 +17,14 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Response
 from fastapi import Path as PathParam
 
-from service import crud, plots
 from service.api.deps import SessionDep, SettingsDep, StorageDep, get_principal, require
 from service.api.models import get_version
+from service.api.schemas import ErrorRead
 from service.auth import Principal
+from service.db import datasets as datasets_repo
+from service.db import jobs as jobs_repo
 from service.errors import ConflictError, NotFoundError
-from service.schemas import ErrorRead
+from service.reports import plots
 from service.storage import Storage
 
 router = APIRouter(tags=["plots"])
@@ -40,7 +42,7 @@ def _png(data: bytes, cache: str) -> Response:
             summary="Training curves: train/val loss and the main metric per head (+ learned task weights)")
 def job_curves(job_id: str, principal: Annotated[Principal, Depends(get_principal)],
                session: SessionDep) -> Response:
-    job = crud.get_team_job(session=session, job_id=job_id, team=principal.team)
+    job = jobs_repo.get_team_job(session=session, job_id=job_id, team=principal.team)
     if job is None:
         raise NotFoundError(f"job '{job_id}' not found")
     weighting = (job.spec or {}).get("weighting") or {}
@@ -78,7 +80,7 @@ def version_task_plot(
     session: SessionDep, storage: StorageDep, settings: SettingsDep,
 ) -> Response:
     mv = get_version(session, principal, name, version)
-    dataset = crud.get_dataset(session=session, dataset_id=mv.dataset_id, team=principal.team) \
+    dataset = datasets_repo.get_dataset(session=session, dataset_id=mv.dataset_id, team=principal.team) \
         if mv.dataset_id else None
     tasks = [t.get("name") for t in (mv.spec or {}).get("tasks", [])]
     if task not in tasks:

@@ -21,19 +21,19 @@ from pydantic import ValidationError as PydanticValidationError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from service.api.errors import validation_detail
 from service.api.models import get_version
+from service.api.schemas import ErrorRead, ModelRef, PredictCreate, PredictRead
+from service.api.uploads import MemorySink, StreamingForm, check_content_length
 from service.auth import Principal
-from service.batcher import Overloaded
 from service.errors import (
     ForbiddenError,
     PayloadTooLargeError,
     UnavailableError,
     UnsupportedMediaError,
     ValidationError,
-    validation_detail,
 )
-from service.schemas import ErrorRead, ModelRef, PredictCreate, PredictRead
-from service.uploads import MemorySink, StreamingForm, check_content_length
+from service.serving.batcher import Overloaded
 
 router = APIRouter(prefix="/v1/models", tags=["predict"])
 FORM_OVERHEAD = 256 * 1024

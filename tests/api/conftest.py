@@ -14,12 +14,12 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from service.api.app import create_app, init_state
 from service.api.deps import get_broker_ping, get_enqueue
 from service.auth import create_key, load_secret
 from service.config import Settings
-from service.db import session_scope
-from service.main import create_app, init_state
-from service.models import Job, ModelVersion, RegisteredModel, new_id
+from service.db.base import session_scope
+from service.db.tables import Job, ModelVersion, RegisteredModel, new_id
 
 ADMIN_KEY = "test-root-admin-key"
 ALL_SCOPES = ["datasets:write", "jobs:write", "models:read", "predict"]

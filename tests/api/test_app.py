@@ -7,6 +7,7 @@ import pickle
 import pytest
 from fastapi.testclient import TestClient
 
+from service.api.app import create_app
 from service.api.deps import get_broker_ping
 from service.errors import (
     AuthError,
@@ -19,7 +20,6 @@ from service.errors import (
     UnsupportedMediaError,
     ValidationError,
 )
-from service.main import create_app
 from tests.api.conftest import ADMIN_KEY, bearer
 
 CONTRACT_PATHS = {

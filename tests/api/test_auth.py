@@ -10,9 +10,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.auth import KeyAuthenticator, hash_key, key_prefix, load_secret
-from service.db import session_scope
+from service.db.base import session_scope
+from service.db.tables import ApiKey, utcnow
 from service.errors import AuthError
-from service.models import ApiKey, utcnow
 from tests.api.conftest import ADMIN_KEY, bearer, tiny_spec
 
 ENDPOINT_SCOPES = [

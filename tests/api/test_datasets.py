@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from service.db import session_scope
-from service.models import Dataset, Job
+from service.db.base import session_scope
+from service.db.tables import Dataset, Job
 from tests.api.conftest import data_files, make_zip, png_bytes, tiny_spec, upload
 
 

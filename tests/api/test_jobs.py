@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from service.db import session_scope
-from service.models import Job
+from service.db.base import session_scope
+from service.db.tables import Job
 from tests.api.conftest import tiny_spec
 
 

@@ -1,4 +1,4 @@
-"""`alembic upgrade head` on fresh SQLite and PostgreSQL databases matches service.models (no autogenerate diff)."""
+"""`alembic upgrade head` on fresh SQLite and PostgreSQL databases matches service.db.tables (no autogenerate diff)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 
 from service.cli import run_migrations
-from service.db import Base, make_engine
+from service.db.base import Base, make_engine
 from tests.conftest import create_database, drop_database, postgres_error, unavailable
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -123,7 +123,7 @@ def test_metrics_endpoint_is_public_and_counts_jobs(client: TestClient, auth, re
 
 
 def test_latest_version_resolution_is_cached_briefly(client: TestClient, auth, register_model, monkeypatch):
-    import service.predictor_cache as pc
+    import service.serving.predictor_cache as pc
 
     register_model("shapes")
     files = [("files", ("a", png_bytes()))]

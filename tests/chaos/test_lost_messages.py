@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from service import crud
-from service.db import session_scope
-from service.models import Job, utcnow
+from service.db import jobs as jobs_repo
+from service.db.base import session_scope
+from service.db.tables import Job, utcnow
 from tests.worker.conftest import add_job, make_env
 
 SPEC = {"tasks": [{"name": "category", "type": "multiclass"}]}
@@ -19,7 +19,7 @@ SPEC = {"tasks": [{"name": "category", "type": "multiclass"}]}
 
 @pytest.fixture
 def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    from service.db import get_engine
+    from service.db.base import get_engine
     from tests.worker.conftest import clear_caches
 
     data_dir = tmp_path / "data"
@@ -66,7 +66,7 @@ def test_only_plain_queued_jobs_are_rung(env, broker) -> None:
         age(job_id, 60)
     with session_scope() as session:
         session.get(Job, ids[0]).cancel_requested = True
-        crud.claim_job(session=session, job_id=ids[1], worker="w:1")
+        jobs_repo.claim_job(session=session, job_id=ids[1], worker="w:1")
         session.get(Job, ids[2]).status = "succeeded"
     assert ring_lost_doorbells() == 1 and broker["sent"] == [ids[3]]
 

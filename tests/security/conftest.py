@@ -17,13 +17,14 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import MetaData, select
 
-from service import crud
+from service.api.app import create_app, init_state
 from service.api.deps import get_broker_ping, get_enqueue
 from service.auth import create_key, load_secret
 from service.config import Settings
-from service.db import session_scope
-from service.main import create_app, init_state
-from service.models import Job, ModelVersion, RegisteredModel, new_id, utcnow
+from service.db import jobs as jobs_repo
+from service.db import keys as keys_repo
+from service.db.base import session_scope
+from service.db.tables import Job, ModelVersion, RegisteredModel, new_id, utcnow
 from tests.security import builders as b
 
 ROOT_KEY = "security-root-admin-key-" + "x" * 24
@@ -198,7 +199,7 @@ def build_world(app, settings: Settings, client: TestClient, example_zip: Path, 
         for who, (team, scopes) in KEYS.items():
             row, key = create_key(s, secret, name=who, team=team, scopes=scopes)
             w.keys[who], w.key_ids[who] = key, row.id
-        crud.revoke_api_key(session=s, key=row, when=utcnow())  # the last one: "revoked"
+        keys_repo.revoke_api_key(session=s, key=row, when=utcnow())  # the last one: "revoked"
     w.keys["root"] = ROOT_KEY
     w.keys["malformed"] = "hw_not-a-key"
     forged = w.keys["alpha"][:14] + ("A" if w.keys["alpha"][14] != "A" else "B") + w.keys["alpha"][15:]
@@ -213,7 +214,7 @@ def build_world(app, settings: Settings, client: TestClient, example_zip: Path, 
     w.ids["alpha_job"] = register_model(settings, artifact, team="alpha", name="shapes", dataset_id=w.ids["alpha"])
     w.ids["beta_job"] = register_model(settings, artifact, team="beta", name="beta-shapes", dataset_id=w.ids["beta"])
     with session_scope(settings.DATABASE_URL) as s:
-        w.ids["beta_queued"] = crud.create_job(session=s, team="beta", dataset_id=w.ids["beta"], model_name="q",
+        w.ids["beta_queued"] = jobs_repo.create_job(session=s, team="beta", dataset_id=w.ids["beta"], model_name="q",
                                                spec=tiny_spec()).id
     for who in KEYS:  # record last_used_at now, so that the requests under test do not write it
         if who != "revoked":

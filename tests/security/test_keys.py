@@ -12,8 +12,8 @@ import re
 import pytest
 
 from service import auth as auth_module
-from service.db import session_scope
-from service.models import ApiKey, utcnow
+from service.db.base import session_scope
+from service.db.tables import ApiKey, utcnow
 from tests.security.conftest import World, db_snapshot
 
 KEY_RE = re.compile(r"^hw_[0-9a-f]{10}_[A-Za-z0-9_-]{43}$")

@@ -41,8 +41,8 @@ pytestmark = pytest.mark.filterwarnings("ignore")
 
 def operations() -> list[tuple[str, str]]:
     """(method, path) of every documented operation, read from the app's schema at collection time."""
+    from service.api.app import create_app
     from service.config import Settings
-    from service.main import create_app
 
     root = tempfile.mkdtemp(prefix="headwise-schema-")
     app = create_app(Settings(DATA_DIR=root, DATABASE_URL=f"sqlite:///{root}/x.db", SECRET="x"))

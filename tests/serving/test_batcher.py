@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from service.batcher import BatcherConfig, InferenceWorker, MicroBatcher, Overloaded
+from service.serving.batcher import BatcherConfig, InferenceWorker, MicroBatcher, Overloaded
 
 
 def images(*ids: int) -> np.ndarray:

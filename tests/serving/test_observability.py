@@ -12,10 +12,10 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.orm import sessionmaker
 
+from service.api.errors import install_error_handlers
 from service.api.metrics import install
-from service.db import Base, make_engine
-from service.errors import install_error_handlers
-from service.models import Job
+from service.db.base import Base, make_engine
+from service.db.tables import Job
 from service.observability import (
     Metrics,
     bind_job,

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from service.batcher import BatcherConfig
 from service.ml.examples import example_spec
 from service.ml.inference import Predictor
 from service.ml.network import MultiTaskCNN
 from service.ml.spec import parse_spec
-from service.predictor_cache import PredictorCache
+from service.serving.batcher import BatcherConfig
+from service.serving.predictor_cache import PredictorCache
 
 
 def make_predictor() -> Predictor:

@@ -14,9 +14,9 @@ AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}
 
 @pytest.fixture
 def app(tmp_path: Path):
+    from service.api.app import create_app
     from service.config import Settings
-    from service.db import Base, make_engine
-    from service.main import create_app
+    from service.db.base import Base, make_engine
 
     (tmp_path / "data").mkdir()
     settings = Settings(DATA_DIR=tmp_path / "data", ADMIN_KEY=ADMIN_KEY, SECRET="ui-test-secret")

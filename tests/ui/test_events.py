@@ -12,7 +12,7 @@ import pytest
 
 from service.api import events as events_api
 from service.client import iter_sse
-from service.models import Job
+from service.db.tables import Job
 from tests.ui.conftest import AUTH
 from tests.ui.helpers import decode_png, history
 

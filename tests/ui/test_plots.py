@@ -1,13 +1,14 @@
-"""service.plots: curves, confusion matrices and scatter plots are real, non-blank PNGs with the right content."""
+"""service.reports.plots: curves, confusion matrices and scatter plots are real, non-blank PNGs with the right content."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from service import plots
+from service.domain import main_metric
 from service.ml.data import Labels
 from service.ml.spec import parse_spec
+from service.reports import plots
 from tests.ui.helpers import decode_png, history
 
 
@@ -37,10 +38,10 @@ def test_curves_tolerate_missing_values() -> None:
 
 
 def test_main_metric_preference() -> None:
-    assert plots.main_metric({"loss": 1, "labelled": 3, "macro_f1": 0.2, "accuracy": 0.5}) == "accuracy"
-    assert plots.main_metric({"loss": 1, "rmse": 0.2, "mae": 0.1}) == "mae"
-    assert plots.main_metric({"loss": 1, "roc_auc": None, "accuracy": 0.7}) == "accuracy"
-    assert plots.main_metric({"loss": 1, "labelled": 2}) is None
+    assert main_metric({"loss": 1, "labelled": 3, "macro_f1": 0.2, "accuracy": 0.5}) == "accuracy"
+    assert main_metric({"loss": 1, "rmse": 0.2, "mae": 0.1}) == "mae"
+    assert main_metric({"loss": 1, "roc_auc": None, "accuracy": 0.7}) == "accuracy"
+    assert main_metric({"loss": 1, "labelled": 2}) is None
 
 
 def test_confusion_with_gate_column() -> None:

@@ -10,8 +10,8 @@ import pytest
 
 from service import queue
 from service.config import Settings, get_settings
-from service.db import Base, get_engine, get_sessionmaker, session_scope
-from service.models import Dataset
+from service.db.base import Base, get_engine, get_sessionmaker, session_scope
+from service.db.tables import Dataset
 
 
 def clear_caches() -> None:
@@ -69,7 +69,7 @@ def add_dataset(path: Path, data_dir: Path, team: str = "default") -> str:
     import hashlib
     import shutil
 
-    from service.models import new_id
+    from service.db.tables import new_id
     from service.storage import Storage
 
     storage = Storage(data_dir)
@@ -87,8 +87,7 @@ def add_dataset(path: Path, data_dir: Path, team: str = "default") -> str:
 
 
 def add_job(dataset_id: str | None, spec: dict, model_name: str = "pets", team: str = "default") -> str:
-    from service import crud
-
+    from service.db import jobs as jobs_repo
     with session_scope() as session:
-        return crud.create_job(session=session, team=team, dataset_id=dataset_id, model_name=model_name,
+        return jobs_repo.create_job(session=session, team=team, dataset_id=dataset_id, model_name=model_name,
                                spec=spec).id

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from service.db import session_scope
-from service.models import Job, ModelVersion
+from service.db.base import session_scope
+from service.db.tables import Job, ModelVersion
 from service.queue import enqueue_training, ping_broker
 
 from .conftest import add_dataset, add_job, make_env

@@ -1,4 +1,4 @@
-"""Job-row state machine (service/crud.py worker section) and the reaper, without training."""
+"""Job-row state machine (service/db/jobs.py, registry.py) and the reaper, without training."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ from datetime import timedelta
 
 import pytest
 
-from service import crud
-from service.db import session_scope
-from service.models import Job, ModelVersion, RegisteredModel, utcnow
+from service.db import base as db
+from service.db import jobs as jobs_repo
+from service.db import registry as registry_repo
+from service.db.base import session_scope
+from service.db.tables import Job, ModelVersion, RegisteredModel, utcnow
 from worker import reaper
 from worker.jobs import run_job
 
@@ -33,11 +35,11 @@ def age_heartbeat(job_id: str, seconds: float) -> None:
 def test_claim_is_once_and_counts_attempts(env):
     job_id = add_job(None, SPEC)
     with session_scope() as session:
-        claimed = crud.claim_job(session=session, job_id=job_id, worker="w1:1")
+        claimed = jobs_repo.claim_job(session=session, job_id=job_id, worker="w1:1")
         assert claimed is not None and claimed.status == "running" and claimed.attempts == 1
     with session_scope() as session:
-        assert crud.claim_job(session=session, job_id=job_id, worker="w2:2") is None
-        assert crud.claim_job(session=session, job_id="nope", worker="w2:2") is None
+        assert jobs_repo.claim_job(session=session, job_id=job_id, worker="w2:2") is None
+        assert jobs_repo.claim_job(session=session, job_id="nope", worker="w2:2") is None
     row = job(job_id)
     assert (row.status, row.attempts, row.worker) == ("running", 1, "w1:1")
     assert row.started_at is not None and row.heartbeat_at is not None
@@ -46,14 +48,14 @@ def test_claim_is_once_and_counts_attempts(env):
 def test_second_delivery_of_running_or_finished_job_does_nothing(env):
     job_id = add_job(None, SPEC)
     with session_scope() as session:
-        crud.claim_job(session=session, job_id=job_id, worker="w1:1")
+        jobs_repo.claim_job(session=session, job_id=job_id, worker="w1:1")
     before = job(job_id)
     assert run_job(job_id) == "skipped"
     after = job(job_id)
     assert (after.status, after.attempts, after.worker) == ("running", 1, "w1:1")
     assert after.heartbeat_at == before.heartbeat_at
     with session_scope() as session:
-        assert crud.finish_failed(session=session, job_id=job_id, attempt=1, error="boom")
+        assert jobs_repo.finish_failed(session=session, job_id=job_id, attempt=1, error="boom")
     assert run_job(job_id) == "skipped"
     assert (job(job_id).status, job(job_id).attempts) == ("failed", 1)
     assert run_job("0" * 32) == "skipped"
@@ -79,20 +81,20 @@ def test_missing_dataset_fails_readably(env):
 def test_attempt_fences_heartbeat_progress_and_finish(env):
     job_id = add_job(None, SPEC)
     with session_scope() as session:
-        crud.claim_job(session=session, job_id=job_id, worker="w1:1")
+        jobs_repo.claim_job(session=session, job_id=job_id, worker="w1:1")
     with session_scope() as session:
-        assert crud.heartbeat(session=session, job_id=job_id, attempt=1)
-        assert not crud.heartbeat(session=session, job_id=job_id, attempt=2)
-        assert not crud.write_progress(session=session, job_id=job_id, attempt=2, progress={}, history=[])
-        assert not crud.finish_cancelled(session=session, job_id=job_id, attempt=2)
-        assert crud.finish_cancelled(session=session, job_id=job_id, attempt=1)
-        assert not crud.heartbeat(session=session, job_id=job_id, attempt=1)
+        assert jobs_repo.heartbeat(session=session, job_id=job_id, attempt=1)
+        assert not jobs_repo.heartbeat(session=session, job_id=job_id, attempt=2)
+        assert not jobs_repo.write_progress(session=session, job_id=job_id, attempt=2, progress={}, history=[])
+        assert not jobs_repo.finish_cancelled(session=session, job_id=job_id, attempt=2)
+        assert jobs_repo.finish_cancelled(session=session, job_id=job_id, attempt=1)
+        assert not jobs_repo.heartbeat(session=session, job_id=job_id, attempt=1)
     assert job(job_id).status == "cancelled"
 
 
 def _succeed(job_id: str, attempt: int = 1) -> ModelVersion | None:
     with session_scope() as session:
-        version = crud.finish_succeeded(
+        version = registry_repo.finish_succeeded(
             session=session, job_id=job_id, attempt=attempt, spec=SPEC, metrics={"m": 1.0}, history=[],
             checksums={"a": "b"}, artifact_path=lambda model_id, n: f"artifacts/{model_id}/{n}",
         )
@@ -106,7 +108,7 @@ def test_finish_succeeded_numbers_versions_per_team_model(env):
     other = add_job(None, SPEC, model_name="pets", team="other")
     for job_id in [*ids, other]:
         with session_scope() as session:
-            crud.claim_job(session=session, job_id=job_id, worker="w")
+            jobs_repo.claim_job(session=session, job_id=job_id, worker="w")
     versions = [_succeed(job_id) for job_id in [*ids, other]]
     assert [v.version for v in versions] == [1, 2, 3, 1]
     assert versions[0].model_id == versions[2].model_id != versions[3].model_id
@@ -124,7 +126,7 @@ def test_finish_succeeded_numbers_versions_per_team_model(env):
 def test_reaper_leaves_fresh_jobs_alone(env, enqueued):
     job_id = add_job(None, SPEC)
     with session_scope() as session:
-        crud.claim_job(session=session, job_id=job_id, worker="w1:1")
+        jobs_repo.claim_job(session=session, job_id=job_id, worker="w1:1")
     assert reaper.reap_stale_jobs() == {"requeued": 0, "failed": 0}
     assert job(job_id).status == "running" and enqueued == []
 
@@ -134,9 +136,9 @@ def test_reaper_requeues_vanished_worker_then_fails_after_max_attempts(env, enqu
     lease = env.settings.JOB_LEASE_SECONDS
     for attempt in range(1, env.settings.MAX_ATTEMPTS + 1):
         with session_scope() as session:
-            claimed = crud.claim_job(session=session, job_id=job_id, worker=f"w{attempt}:1")
+            claimed = jobs_repo.claim_job(session=session, job_id=job_id, worker=f"w{attempt}:1")
             assert claimed.attempts == attempt
-            crud.write_progress(session=session, job_id=job_id, attempt=attempt,
+            jobs_repo.write_progress(session=session, job_id=job_id, attempt=attempt,
                                 progress={"epoch": attempt, "epochs": 9, "fraction": 0.1}, history=[{"epoch": 1}])
         age_heartbeat(job_id, lease + 5)
         counts = reaper.reap_stale_jobs()
@@ -157,14 +159,14 @@ def test_reaper_requeues_vanished_worker_then_fails_after_max_attempts(env, enqu
 def test_requeued_worker_loses_its_lease(env, enqueued):
     job_id = add_job(None, SPEC)
     with session_scope() as session:
-        crud.claim_job(session=session, job_id=job_id, worker="slow:1")
+        jobs_repo.claim_job(session=session, job_id=job_id, worker="slow:1")
     age_heartbeat(job_id, env.settings.JOB_LEASE_SECONDS + 1)
     reaper.reap_stale_jobs()
     with session_scope() as session:
-        assert crud.claim_job(session=session, job_id=job_id, worker="new:2").attempts == 2
+        assert jobs_repo.claim_job(session=session, job_id=job_id, worker="new:2").attempts == 2
     with session_scope() as session:  # the slow worker wakes up: it can no longer touch the row
-        assert not crud.heartbeat(session=session, job_id=job_id, attempt=1)
-        assert not crud.finish_failed(session=session, job_id=job_id, attempt=1, error="x")
+        assert not jobs_repo.heartbeat(session=session, job_id=job_id, attempt=1)
+        assert not jobs_repo.finish_failed(session=session, job_id=job_id, attempt=1, error="x")
     assert _succeed(job_id, attempt=1) is None
     assert job(job_id).status == "running" and job(job_id).worker == "new:2"
 
@@ -172,7 +174,7 @@ def test_requeued_worker_loses_its_lease(env, enqueued):
 def test_reaper_thread_runs_periodically(env, enqueued):
     job_id = add_job(None, SPEC)
     with session_scope() as session:
-        crud.claim_job(session=session, job_id=job_id, worker="w1:1")
+        jobs_repo.claim_job(session=session, job_id=job_id, worker="w1:1")
     age_heartbeat(job_id, env.settings.JOB_LEASE_SECONDS + 1)
     reaper.start_reaper_thread(0.05)
     try:
@@ -193,7 +195,7 @@ def pg_env(tmp_path, monkeypatch, postgres_url):
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     yield make_env(monkeypatch, data_dir, postgres_url)
-    from service.db import get_engine
+    from service.db.base import get_engine
 
     get_engine().dispose()
 
@@ -208,7 +210,7 @@ def test_claim_race_on_postgres_has_one_winner(pg_env):
                   winners: list[str] = winners) -> None:
             barrier.wait()
             with session_scope() as session:
-                if crud.claim_job(session=session, job_id=job_id, worker=name) is not None:
+                if jobs_repo.claim_job(session=session, job_id=job_id, worker=name) is not None:
                     winners.append(name)
 
         threads = [threading.Thread(target=claim, args=(f"w{i}",)) for i in range(4)]
@@ -225,7 +227,7 @@ def test_concurrent_finishes_on_postgres_get_consecutive_versions(pg_env):
     ids = [add_job(None, SPEC, model_name="race") for _ in range(6)]
     for job_id in ids:
         with session_scope() as session:
-            crud.claim_job(session=session, job_id=job_id, worker="w")
+            jobs_repo.claim_job(session=session, job_id=job_id, worker="w")
     barrier = threading.Barrier(len(ids))
     versions: list[int] = []
     errors: list[BaseException] = []
@@ -251,7 +253,7 @@ def test_concurrent_finishes_on_postgres_get_consecutive_versions(pg_env):
 def test_reaper_postpones_requeue_while_the_broker_is_down(env, enqueued, monkeypatch):
     job_id = add_job(None, SPEC)
     with session_scope() as session:
-        crud.claim_job(session=session, job_id=job_id, worker="w1:1")
+        jobs_repo.claim_job(session=session, job_id=job_id, worker="w1:1")
     age_heartbeat(job_id, env.settings.JOB_LEASE_SECONDS + 1)
     monkeypatch.setattr("worker.reaper.ping_broker", lambda timeout=2: False)
     assert reaper.reap_stale_jobs() == {"requeued": 0, "failed": 0}
@@ -300,7 +302,7 @@ def test_claim_with_database_down_raises_for_a_retry(tmp_path, monkeypatch):
 
     data_dir = tmp_path / "data"
     data_dir.mkdir()
-    monkeypatch.setattr("service.db.Base.metadata.create_all", lambda *a, **k: None)
+    monkeypatch.setattr("service.db.base.Base.metadata.create_all", lambda *a, **k: None)
     make_env(monkeypatch, data_dir, "postgresql+psycopg://postgres@127.0.0.1:1/nowhere")
     with pytest.raises(DatabaseUnavailableError, match="cannot claim job abc"):
         run_job("abc")
@@ -323,10 +325,10 @@ def test_reaper_on_postgres_uses_the_database_clock(pg_env, enqueued):
     fresh, stale = add_job(None, SPEC), add_job(None, SPEC)
     for job_id in (fresh, stale):
         with session_scope() as session:
-            crud.claim_job(session=session, job_id=job_id, worker="w1:1")
+            jobs_repo.claim_job(session=session, job_id=job_id, worker="w1:1")
     with session_scope() as session:
-        assert abs((crud.db_now(session=session) - utcnow()).total_seconds()) < 5
-        assert crud.heartbeat(session=session, job_id=fresh, attempt=1)
+        assert abs((db.db_now(session=session) - utcnow()).total_seconds()) < 5
+        assert jobs_repo.heartbeat(session=session, job_id=fresh, attempt=1)
     age_heartbeat(stale, pg_env.settings.JOB_LEASE_SECONDS + 2)
     assert reaper.reap_stale_jobs() == {"requeued": 1, "failed": 0}
     assert enqueued == [stale]

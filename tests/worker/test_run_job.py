@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from service import crud
-from service.db import session_scope
-from service.models import Job, ModelVersion, RegisteredModel
+from service.db import jobs as jobs_repo
+from service.db import registry as registry_repo
+from service.db.base import session_scope
+from service.db.tables import Job, ModelVersion, RegisteredModel
 from service.storage import Storage
 from worker import reaper
 from worker.jobs import run_job
@@ -109,7 +110,7 @@ def test_cancel_while_running_ends_cancelled(tmp_path, monkeypatch, example_zip)
             job = row(job_id)
             if job.status == "running" and job.progress.get("epoch"):
                 with session_scope() as session:
-                    assert crud.request_job_cancel(session=session, job_id=job_id)
+                    assert jobs_repo.request_job_cancel(session=session, job_id=job_id)
                 return
             time.sleep(0.05)
 
@@ -178,16 +179,16 @@ def test_unexpected_exception_is_type_and_message(env, dataset_id, monkeypatch):
 
 def test_progress_writes_are_rate_limited(env, dataset_id, monkeypatch):
     writes: list[dict] = []
-    real_write = crud.write_progress
+    real_write = jobs_repo.write_progress
 
     def counting_write(**kwargs):
         writes.append(kwargs["progress"])
         return real_write(**kwargs)
 
-    monkeypatch.setattr(crud, "write_progress", counting_write)
+    monkeypatch.setattr(jobs_repo, "write_progress", counting_write)
     heartbeats: list[int] = []
-    real_beat = crud.heartbeat
-    monkeypatch.setattr(crud, "heartbeat", lambda **kw: heartbeats.append(1) or real_beat(**kw))
+    real_beat = jobs_repo.heartbeat
+    monkeypatch.setattr(jobs_repo, "heartbeat", lambda **kw: heartbeats.append(1) or real_beat(**kw))
 
     def fast_epochs(spec, data, *, on_epoch, should_stop, **_kwargs):
         for epoch in range(1, 501):  # 500 epochs in ~1 s: without rate limiting, 500 writes
@@ -209,8 +210,8 @@ def test_progress_writes_are_rate_limited(env, dataset_id, monkeypatch):
 def test_requeued_job_resumes_from_its_checkpoint(env, dataset_id, enqueued, monkeypatch):
     from datetime import timedelta
 
+    from service.db.tables import utcnow
     from service.ml import train as train_module
-    from service.models import utcnow
 
     job_id = add_job(dataset_id, tiny_spec(epochs=4))
     # attempt 1: trains two epochs, then its worker "vanishes" (checkpoint kept, row left running)
@@ -252,14 +253,14 @@ def test_requeued_job_resumes_from_its_checkpoint(env, dataset_id, enqueued, mon
 
 def test_lost_lease_discards_the_result(env, dataset_id, monkeypatch):
     """The reaper requeued the job while this worker was (slowly) finishing: no version, row untouched."""
-    real_finish = crud.finish_succeeded
+    real_finish = registry_repo.finish_succeeded
 
     def requeued_meanwhile(**kwargs):
         with session_scope() as session:
             session.get(Job, kwargs["job_id"]).status = "queued"
         return real_finish(**kwargs)
 
-    monkeypatch.setattr(crud, "finish_succeeded", requeued_meanwhile)
+    monkeypatch.setattr(registry_repo, "finish_succeeded", requeued_meanwhile)
     job_id = add_job(dataset_id, tiny_spec(epochs=1))
     assert run_job(job_id) == "lease_lost"
     assert row(job_id).status == "queued" and versions() == []
@@ -287,14 +288,14 @@ def test_failing_commit_takes_the_artifact_out_only_if_nothing_was_committed(
             real_commit(self)
         raise OperationalError("COMMIT", {}, Exception("server closed the connection unexpectedly"))
 
-    real_finish = crud.finish_succeeded
+    real_finish = registry_repo.finish_succeeded
 
     def marking_finish(**kwargs):
         kwargs["session"].info["registering"] = True
         return real_finish(**kwargs)
 
     monkeypatch.setattr(Session, "commit", commit)
-    monkeypatch.setattr(crud, "finish_succeeded", marking_finish)
+    monkeypatch.setattr(registry_repo, "finish_succeeded", marking_finish)
     job_id = add_job(dataset_id, tiny_spec(epochs=1))
     storage = Storage(env.data_dir)
     if commit_happens:
@@ -314,7 +315,7 @@ def test_failing_commit_takes_the_artifact_out_only_if_nothing_was_committed(
 def test_version_conflict_is_retried(env, dataset_id, monkeypatch):
     from sqlalchemy.exc import IntegrityError
 
-    real_finish = crud.finish_succeeded
+    real_finish = registry_repo.finish_succeeded
     calls: list[int] = []
 
     def conflicting_once(**kwargs):
@@ -323,7 +324,7 @@ def test_version_conflict_is_retried(env, dataset_id, monkeypatch):
             raise IntegrityError("INSERT", {}, Exception("duplicate key value violates unique constraint"))
         return real_finish(**kwargs)
 
-    monkeypatch.setattr(crud, "finish_succeeded", conflicting_once)
+    monkeypatch.setattr(registry_repo, "finish_succeeded", conflicting_once)
     job_id = add_job(dataset_id, tiny_spec(epochs=1))
     assert run_job(job_id) == "succeeded"
     assert len(calls) == 2 and [v.version for v in versions()] == [1]

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from service.client import TERMINAL_STATUSES, Client, HeadwiseError
-from service.plots import main_metric
+from service.domain import main_metric
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 
@@ -265,22 +265,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_example_dataset(args: argparse.Namespace) -> int:
-    """Write the engine's synthetic shapes dataset (a gated head, a sparse head) and its spec next to it."""
-    from service.ml import examples
-
-    out = Path(args.out)
-    kwargs: dict[str, Any] = {"seed": args.seed, "image_size": args.image_size}
-    if args.n:
-        kwargs["n"] = args.n
-    path = Path(examples.make_example_dataset(out, **kwargs))
-    spec = examples.example_spec(image_size=args.image_size, epochs=args.epochs)
-    spec_path = path.with_name(path.stem + ".spec.json")
-    spec_path.write_text(json.dumps(spec, indent=2) + "\n")
-    print(f"wrote {path} and {spec_path}")
-    return 0
-
-
 # ----------------------------------------------------------------------------------------- registration
 def _common() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
@@ -354,17 +338,9 @@ def add_client_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.set_defaults(func=_guard(cmd_predict))
 
-    p = subparsers.add_parser("example-dataset", help="write a synthetic example dataset and its spec")
-    p.add_argument("out", metavar="OUT.zip")
-    p.add_argument("--n", type=int, default=None, help="number of images")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--image-size", type=int, default=32, help="image side in pixels (default %(default)s)")
-    p.add_argument("--epochs", type=int, default=8, help="epochs in the written spec (default %(default)s)")
-    p.set_defaults(func=_guard(cmd_example_dataset))
-
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Standalone entry (python -m service.cli_client ...) for use before/without service/cli.py."""
+    """Standalone entry (python -m service.client.cli ...) for use before/without service/cli.py."""
     parser = argparse.ArgumentParser(prog="headwise")
     sub = parser.add_subparsers(dest="command", required=True)
     add_client_commands(sub)

@@ -1,5 +1,5 @@
 """create_app(): the FastAPI application (lifespan, state, routers, error handlers). Run with
-`uvicorn --factory service.main:create_app` or `headwise api`."""
+`uvicorn --factory service.api.app:create_app` or `headwise api`."""
 
 from __future__ import annotations
 
@@ -8,20 +8,27 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from sqlalchemy.orm import sessionmaker
 
-from service.api import api_router, events, metrics, plots, ui
+from service.api import datasets, events, health, jobs, keys, metrics, models, plots, predict, ui
+from service.api.errors import install_error_handlers
+from service.api.schemas import ErrorRead
 from service.auth import KeyAuthenticator
 from service.config import Settings, get_settings
-from service.db import make_engine
-from service.errors import install_error_handlers
+from service.db.base import make_engine
 from service.observability import batch_observer
-from service.predictor_cache import PredictorCache
-from service.schemas import ErrorRead
+from service.serving.predictor_cache import PredictorCache
 from service.storage import Storage
 
 log = logging.getLogger("headwise.api")
+
+
+def api_router() -> APIRouter:
+    router = APIRouter()
+    for module in (predict, health, datasets, jobs, models, keys):  # predict first: the hot path matches at once
+        router.include_router(module.router)
+    return router
 
 DESCRIPTION = """Train masked multi-task CNNs on partially labelled image datasets and serve them.
 

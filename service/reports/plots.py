@@ -20,11 +20,10 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from service.domain import main_metric  # noqa: E402
+
 GATED = "(gated)"
 LEARNED_STRATEGIES = ("uncertainty", "dwa")
-# Preferred "main" validation metric per head, first present wins.
-MAIN_METRICS = ("accuracy", "macro_f1", "f1", "auroc", "auc", "mae", "rmse", "r2", "gated_accuracy")
-NON_METRICS = {"loss", "labelled", "count", "n"}
 
 
 def _png(fig: Figure, dpi: int = 100) -> bytes:
@@ -38,16 +37,6 @@ def _message_png(text: str, size: tuple[float, float] = (6, 3)) -> bytes:
     fig = plt.figure(figsize=size)
     fig.text(0.5, 0.5, text, ha="center", va="center", fontsize=12, color="#444")
     return _png(fig)
-
-
-def main_metric(val: dict[str, Any]) -> str | None:
-    """Name of the head's main validation metric in one history item's val[task] dict."""
-    numeric = [k for k, v in val.items() if k not in NON_METRICS and isinstance(v, int | float)
-               and not isinstance(v, bool)]
-    for name in MAIN_METRICS:
-        if name in numeric:
-            return name
-    return numeric[0] if numeric else None
 
 
 def _series(history: Sequence[dict], split: str, task: str, key: str) -> list[float]:

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from service.batcher import BatcherConfig, MicroBatcher, OnBatch, run_in_inference_thread
+from service.serving.batcher import BatcherConfig, MicroBatcher, OnBatch, run_in_inference_thread
 
 RESOLVE_TTL = 1.0
 RESOLVE_MAX = 10_000

@@ -1,12 +1,15 @@
-"""SQLAlchemy base with a naming convention, engine and session factory."""
+"""SQLAlchemy base with a naming convention, engine and session factory, ids and the clock leases use."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from functools import lru_cache
+from typing import Any
 
-from sqlalchemy import MetaData, create_engine, event
+from sqlalchemy import MetaData, create_engine, event, func, select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
@@ -17,6 +20,14 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
 
 
 class Base(DeclarativeBase):
@@ -64,3 +75,20 @@ def session_scope(url: str | None = None) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+def ping(*, session: Session) -> None:
+    session.execute(text("SELECT 1"))
+
+
+def db_clock(session: Session) -> Any:
+    """Timestamps for leases come from the database's clock where it has one (PostgreSQL: workers and reapers
+    on different hosts compare one clock), else from this host's (SQLite: one host)."""
+    return func.now() if session.get_bind().dialect.name == "postgresql" else utcnow()
+
+
+def db_now(*, session: Session) -> datetime:
+    """The clock db_clock() writes with, as a value (the reaper's reference for stale leases)."""
+    if session.get_bind().dialect.name == "postgresql":
+        return session.execute(select(func.now())).scalar_one()
+    return utcnow()

@@ -1,0 +1,96 @@
+"""Standard image backbones in torchvision's layout, as trunks for the multi-task network.
+
+A *trunk* maps normalised images (B, 3, H, W) to pooled features (B, feature_dim). `BACKBONES` lists the
+architectures; "headwise" (the engine's own residual CNN) is not listed here: the network builds it itself.
+
+    trunk = build_trunk("resnet18")                 # no classifier; state dict = torchvision's minus fc.*
+    full = build_reference("resnet18", 1000)        # torchvision's full network, for strict checkpoint checks
+    footprint("resnet50", 224)                      # parameters and activation bytes per sample (memory guards)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from service.ml.backbones.mobilenet import mobilenet_v3_large
+from service.ml.backbones.resnet import resnet18, resnet34, resnet50
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class Backbone:
+    name: str
+    build: Callable[[int | None], nn.Module]  # num_classes=None -> trunk; K -> full torchvision network
+    feature_dim: int
+    classifier_prefix: str  # state-dict prefix of the classification layer(s) the trunk leaves out
+    description: str
+    mean: tuple[float, float, float] = IMAGENET_MEAN  # the normalisation pretrained weights expect
+    std: tuple[float, float, float] = IMAGENET_STD
+
+
+BACKBONES: dict[str, Backbone] = {
+    b.name: b
+    for b in (
+        Backbone("resnet18", resnet18, 512, "fc.", "ResNet-18 (11.2M trunk parameters), torchvision layout"),
+        Backbone("resnet34", resnet34, 512, "fc.", "ResNet-34 (21.3M trunk parameters), torchvision layout"),
+        Backbone("resnet50", resnet50, 2048, "fc.", "ResNet-50 (23.5M trunk parameters), torchvision layout"),
+        Backbone("mobilenet_v3_large", mobilenet_v3_large, 960, "classifier.",
+                 "MobileNetV3-Large (3.0M trunk parameters), torchvision layout"),
+    )
+}
+
+
+class UnknownBackboneError(ValueError):
+    pass
+
+
+def get_backbone(arch: str) -> Backbone:
+    if arch not in BACKBONES:
+        raise UnknownBackboneError(f"'{arch}' is not a backbone; allowed: {', '.join(BACKBONES)}")
+    return BACKBONES[arch]
+
+
+def build_trunk(arch: str) -> nn.Module:
+    """The architecture without its classifier; forward(x normalised (B, 3, H, W)) -> (B, feature_dim)."""
+    return get_backbone(arch).build(None)
+
+
+def build_reference(arch: str, num_classes: int) -> nn.Module:
+    """The full torchvision network (trunk + classifier with `num_classes` outputs)."""
+    return get_backbone(arch).build(num_classes)
+
+
+@dataclass(frozen=True)
+class Footprint:
+    parameters: int  # trunk parameters
+    activation_elements_per_sample: int  # elements of every leaf-module output for one image (training keeps
+    # most of them for backward); bytes = elements * element size (4 for float32, 2 for bf16)
+
+    def activation_bytes_per_sample(self, element_bytes: int = 4) -> int:
+        return self.activation_elements_per_sample * element_bytes
+
+
+def footprint(arch: str, image_size: int) -> Footprint:
+    """Parameter count and activation size of a trunk at `image_size` x `image_size`, computed on the meta
+    device (no memory, no compute)."""
+    with torch.device("meta"):
+        trunk = build_trunk(arch)
+    total = 0
+
+    def count(_module: nn.Module, _inputs: object, output: torch.Tensor) -> None:
+        nonlocal total
+        total += output.numel()
+
+    hooks = [m.register_forward_hook(count) for m in trunk.modules() if not list(m.children())]
+    try:
+        trunk(torch.empty(1, 3, image_size, image_size, device="meta"))
+    finally:
+        for h in hooks:
+            h.remove()
+    return Footprint(sum(p.numel() for p in trunk.parameters()), total)

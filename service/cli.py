@@ -208,12 +208,9 @@ def cmd_example_dataset(args: argparse.Namespace) -> int:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    settings = get_settings()
-    if getattr(args, "host", None):
-        settings.HOST = args.host
-    if getattr(args, "port", None):
-        settings.PORT = args.port
-    return settings
+    """The configured settings with --host/--port applied to a copy (the cached singleton is never changed)."""
+    update = {name: value for name in ("HOST", "PORT") if (value := getattr(args, name.lower(), None))}
+    return get_settings().model_copy(update=update)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,11 +1,14 @@
-"""Settings from the environment (prefix HEADWISE_), read once and cached."""
+"""Settings from the environment (prefix HEADWISE_), read once and cached. Every server setting is a field here;
+no other server module reads os.environ (the client reads its own HEADWISE_URL / HEADWISE_API_KEY: it runs
+elsewhere and must not load the server's settings)."""
 
 from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -39,6 +42,41 @@ class Settings(BaseSettings):
     PROGRESS_SECONDS: float = Field(default=2.0, ge=0)
     CANCEL_POLL_SECONDS: float = Field(default=1.0, gt=0)
     REAPER_SECONDS: float = Field(default=30.0, ge=0)  # 0 disables the worker's reaper thread
+
+    # Serving: the /predict micro-batcher (policy in service/serving/batcher.py)
+    PREDICT_MAX_BATCH: int = Field(default=64, ge=1)
+    PREDICT_MAX_WAIT_MS: float = Field(default=2.0, ge=0)
+    PREDICT_MAX_QUEUE: int = Field(default=1024, ge=1)
+    PREDICT_TRACE: bool = True  # serve a TorchScript trace of the network on CPU
+    # torch intra-op threads of the inference thread: "auto" = usable CPUs - 1 (at least 1), 0 = torch's default
+    TORCH_THREADS: int | Literal["auto"] = "auto"
+
+    # Observability
+    LOG_FORMAT: Literal["text", "json"] = "text"
+    LOG_LEVEL: str = "INFO"
+    METRICS_TOKEN: str | None = None  # when set, /metrics needs "Authorization: Bearer <token>"
+
+    @field_validator("TORCH_THREADS", mode="before")
+    @classmethod
+    def _threads(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.strip().lower() or "auto"
+            if value != "auto":
+                try:
+                    value = int(value)
+                except ValueError:
+                    raise ValueError(f"must be 'auto' or a whole number >= 0, got {value!r}") from None
+        if isinstance(value, int) and value < 0:
+            raise ValueError(f"must be 'auto' or a whole number >= 0, got {value}")
+        return value
+
+    @field_validator("LOG_FORMAT", "LOG_LEVEL", mode="before")
+    @classmethod
+    def _lower_format(cls, value: object, info) -> object:
+        if isinstance(value, str):
+            value = value.strip()
+            return value.upper() if info.field_name == "LOG_LEVEL" else value.lower()
+        return value
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> Settings:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import sys
 import threading
@@ -119,19 +118,14 @@ class TextFormatter(logging.Formatter):
         return super().format(record)
 
 
-def log_format(fmt: str | None = None) -> str:
-    fmt = (fmt or os.environ.get("HEADWISE_LOG_FORMAT") or "text").strip().lower()
+def configure_logging(fmt: str = "text", level: str = "INFO", stream=None) -> str:
+    """Install one handler on the root logger (replacing a previous one of ours). fmt and level come from
+    Settings.LOG_FORMAT / LOG_LEVEL. In json mode uvicorn's and celery's loggers propagate to it and uvicorn's
+    access log is replaced by `headwise.access` lines from the HTTP middleware. Idempotent; returns fmt."""
+    fmt = fmt.strip().lower()
     if fmt not in ("json", "text"):
         raise ValueError(f"HEADWISE_LOG_FORMAT must be 'json' or 'text', got {fmt!r}")
-    return fmt
-
-
-def configure_logging(fmt: str | None = None, level: str | None = None, stream=None) -> str:
-    """Install one handler on the root logger (replacing a previous one of ours). In json mode uvicorn's and
-    celery's loggers propagate to it and uvicorn's access log is replaced by `headwise.access` lines from the
-    HTTP middleware. Idempotent; returns the format used."""
-    fmt = log_format(fmt)
-    level = (level or os.environ.get("HEADWISE_LOG_LEVEL") or "INFO").upper()
+    level = level.upper()
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     handler.addFilter(ContextFilter())
@@ -148,10 +142,6 @@ def configure_logging(fmt: str | None = None, level: str | None = None, stream=N
             lg.propagate = True
         logging.getLogger("uvicorn.access").disabled = True
     return fmt
-
-
-def access_log_enabled() -> bool:
-    return log_format() == "json"
 
 
 # ---- metrics ------------------------------------------------------------------------------------------

@@ -17,7 +17,6 @@ from service.config import get_settings
 log = logging.getLogger("headwise.queue")
 
 TRAIN_TASK = "headwise.train"
-REAP_TASK = "headwise.reap"
 TRAIN_QUEUE = "gpu"
 
 

@@ -50,12 +50,13 @@ app = make_app()
 @signals.after_setup_logger.connect
 def _structured_logs(logger=None, **_kwargs) -> None:
     """HEADWISE_LOG_FORMAT=json: the worker logs JSON lines (with job_id) through the service's one handler."""
-    from service.observability import configure_logging, log_format
+    from service.observability import configure_logging
 
-    if log_format() == "json" and logger is not None:
+    settings = get_settings()
+    if settings.LOG_FORMAT == "json" and logger is not None:
         for handler in list(logger.handlers):
             logger.removeHandler(handler)
-        configure_logging("json")
+        configure_logging("json", settings.LOG_LEVEL)
 
 
 @signals.worker_process_init.connect

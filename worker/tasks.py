@@ -1,4 +1,5 @@
-"""Thin Celery tasks: ids in, logic in worker.jobs / worker.reaper, state in the database."""
+"""Thin Celery tasks: ids in, logic in worker.jobs, state in the database. (The reaper is a thread of each
+worker, worker.reaper.start_reaper_thread, not a task.)"""
 
 from __future__ import annotations
 
@@ -18,9 +19,3 @@ def train(self, job_id: str) -> None:
         # (5 s, 10 s, ... at most 2 min); the claim makes a late or duplicate delivery harmless.
         raise self.retry(exc=exc, countdown=min(120, 5 * 2 ** min(self.request.retries, 5))) from exc
 
-
-@app.task(name="headwise.reap", ignore_result=True)
-def reap() -> dict[str, int]:
-    from worker.reaper import reap_stale_jobs
-
-    return reap_stale_jobs()

@@ -18,6 +18,7 @@ from service.auth import KeyAuthenticator
 from service.config import Settings, get_settings
 from service.db.base import make_engine
 from service.observability import batch_observer
+from service.serving.batcher import BatcherConfig
 from service.serving.predictor_cache import PredictorCache
 from service.storage import Storage
 
@@ -100,7 +101,8 @@ def init_state(app: FastAPI, settings: Settings) -> None:
     app.state.storage = storage
     app.state.authenticator = KeyAuthenticator(settings, app.state.sessionmaker)
     app.state.predictors = PredictorCache(settings.MODEL_CACHE_SIZE, _predictor_loader(settings.PREDICT_DEVICE),
-                                          on_batch=batch_observer(app.state))  # (issue 5) batch metrics
+                                          batching=BatcherConfig.from_settings(settings),
+                                          on_batch=batch_observer(app.state))
 
 
 @asynccontextmanager
@@ -114,11 +116,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="Headwise", version=_app_version(), description=DESCRIPTION, lifespan=lifespan,
                   docs_url="/docs", redoc_url="/redoc", openapi_url="/openapi.json")
-    init_state(app, settings or get_settings())
+    settings = settings or get_settings()
+    init_state(app, settings)
     install_error_handlers(app)
     app.include_router(api_router())
     for module in (events, plots, ui):
         app.include_router(module.router)
-    metrics.install(app)  # /metrics and the request-metrics middleware
+    metrics.install(app, settings)  # /metrics and the request-metrics middleware
     _error_openapi(app)
     return app

@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import hmac
 import logging
-import os
 import time
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI, Request, Response
 
+from service.config import Settings
 from service.errors import AuthError
 from service.observability import (
     Metrics,
-    access_log_enabled,
     configure_logging,
     request_id_from,
     request_id_var,
@@ -31,7 +30,7 @@ access_log = logging.getLogger("headwise.access")
 @router.get("/metrics", include_in_schema=True, summary="Prometheus metrics (text exposition format)",
             response_class=Response, responses={200: {"content": {"text/plain": {}}}})
 def metrics(request: Request) -> Response:  # sync: the scrape-time database read runs in the threadpool
-    token = os.environ.get("HEADWISE_METRICS_TOKEN")
+    token = request.app.state.settings.METRICS_TOKEN
     if token:
         given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
         if not hmac.compare_digest(given.encode(), token.encode()):
@@ -51,9 +50,9 @@ def _route_template(scope: dict, status: int) -> str:
 class ObservabilityMiddleware:
     """Pure ASGI (no BaseHTTPMiddleware overhead; streaming bodies untouched)."""
 
-    def __init__(self, app):
+    def __init__(self, app, access: bool = False):
         self.app = app
-        self.access = access_log_enabled()
+        self.access = access  # one JSON access-log line per request (LOG_FORMAT=json)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -95,17 +94,17 @@ class ObservabilityMiddleware:
             request_id_var.reset(token)
 
 
-def install(app: FastAPI) -> None:
+def install(app: FastAPI, settings: Settings) -> None:
     """Metrics registry (jobs read through app.state.sessionmaker at scrape time), middleware, /metrics, and
-    logging (HEADWISE_LOG_FORMAT) configured at startup, after the server (uvicorn) set up its own loggers."""
+    logging (LOG_FORMAT, LOG_LEVEL) configured at startup, after the server (uvicorn) set up its own loggers."""
     init_metrics(app)
-    app.add_middleware(ObservabilityMiddleware)
+    app.add_middleware(ObservabilityMiddleware, access=settings.LOG_FORMAT == "json")
     app.include_router(router)
     inner = app.router.lifespan_context
 
     @asynccontextmanager
     async def lifespan(app_):
-        configure_logging()
+        configure_logging(settings.LOG_FORMAT, settings.LOG_LEVEL)
         async with inner(app_) as state:
             yield state
 

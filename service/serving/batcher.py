@@ -28,9 +28,9 @@ default): usable CPUs - 1, at least 1 -- one core is left to the event loop, HTT
 which otherwise fight torch's threads for the CPU (on 2 cores: 1 thread; measured in bench/predict.py);
 0 = torch's own default (all cores). This module imports torch only to apply that setting.
 
-Settings (env): HEADWISE_PREDICT_MAX_BATCH (64), HEADWISE_PREDICT_MAX_WAIT_MS (2), HEADWISE_PREDICT_MAX_QUEUE (1024),
-HEADWISE_TORCH_THREADS (auto), HEADWISE_PREDICT_TRACE (1: the predictor cache serves a TorchScript trace of the
-network on CPU; see service/predictor_cache.py).
+Settings (fields of service.config.Settings, env HEADWISE_*): PREDICT_MAX_BATCH (64), PREDICT_MAX_WAIT_MS (2),
+PREDICT_MAX_QUEUE (1024), TORCH_THREADS (auto), PREDICT_TRACE (true: the predictor cache serves a TorchScript
+trace of the network on CPU; see service/serving/predictor_cache.py).
 """
 
 from __future__ import annotations
@@ -41,11 +41,15 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from service.config import Settings
 
 log = logging.getLogger("headwise.batcher")
 
@@ -71,34 +75,14 @@ class BatcherConfig:
     max_wait_ms: float = 2.0
     max_queue: int = 1024
     torch_threads: int = 0  # resolved: 0 = torch's default
-    trace: bool = True  # HEADWISE_PREDICT_TRACE: serve a TorchScript trace on CPU (Predictor.optimize_for_serving)
+    trace: bool = True  # PREDICT_TRACE: serve a TorchScript trace on CPU (Predictor.optimize_for_serving)
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> BatcherConfig:
-        env = os.environ if environ is None else environ
-
-        def read(name: str, cast, default, minimum):
-            raw = env.get(name, "").strip()
-            if not raw:
-                return default
-            try:
-                value = cast(raw)
-            except ValueError:
-                raise ValueError(f"{name}: {raw!r} is not a number") from None
-            if value < minimum:
-                raise ValueError(f"{name}: must be >= {minimum}, got {raw}")
-            return value
-
-        trace = env.get("HEADWISE_PREDICT_TRACE", "1").strip().lower()
-        if trace not in ("1", "0", "true", "false", "yes", "no", "on", "off", ""):
-            raise ValueError(f"HEADWISE_PREDICT_TRACE: {trace!r} is not a boolean")
-        threads = env.get("HEADWISE_TORCH_THREADS", "auto").strip().lower()
-        return cls(trace=trace not in ("0", "false", "no", "off"),
-                   max_batch=read("HEADWISE_PREDICT_MAX_BATCH", int, cls.max_batch, 1),
-                   max_wait_ms=read("HEADWISE_PREDICT_MAX_WAIT_MS", float, cls.max_wait_ms, 0),
-                   max_queue=read("HEADWISE_PREDICT_MAX_QUEUE", int, cls.max_queue, 1),
-                   torch_threads=auto_threads() if threads in ("", "auto") else
-                   read("HEADWISE_TORCH_THREADS", int, 0, 0))
+    def from_settings(cls, settings: Settings) -> BatcherConfig:
+        threads = settings.TORCH_THREADS
+        return cls(max_batch=settings.PREDICT_MAX_BATCH, max_wait_ms=settings.PREDICT_MAX_WAIT_MS,
+                   max_queue=settings.PREDICT_MAX_QUEUE, trace=settings.PREDICT_TRACE,
+                   torch_threads=auto_threads() if threads == "auto" else threads)
 
 
 def auto_threads() -> int:
@@ -373,11 +357,13 @@ _worker_lock = threading.Lock()
 
 
 def inference_worker() -> InferenceWorker:
-    """The process's inference thread (torch threads from HEADWISE_TORCH_THREADS), created on first use."""
+    """The process's inference thread (torch threads from Settings.TORCH_THREADS), created on first use."""
     global _worker
     with _worker_lock:
         if _worker is None:
-            _worker = InferenceWorker(BatcherConfig.from_env().torch_threads)
+            from service.config import get_settings
+
+            _worker = InferenceWorker(BatcherConfig.from_settings(get_settings()).torch_threads)
         return _worker
 
 

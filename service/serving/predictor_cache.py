@@ -36,7 +36,7 @@ class PredictorCache:
                  on_batch: OnBatch | None = None, warmup: bool = True):
         self.capacity = max(1, capacity)
         self.loader = loader  # artifact path -> Predictor
-        self.batching = batching or BatcherConfig.from_env()
+        self.batching = batching or BatcherConfig()
         self.on_batch, self.warmup = on_batch, warmup
         self._items: OrderedDict[str, Entry] = OrderedDict()
         self._lock = threading.Lock()

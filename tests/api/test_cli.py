@@ -49,8 +49,16 @@ def test_first_start_admin_key_once(env) -> None:
     key = cli.ensure_admin_key(settings)
     assert key and key.startswith("hw_")
     assert cli.ensure_admin_key(settings) is None  # printed only when created
-    settings.ADMIN_KEY = "given"
-    assert cli.ensure_admin_key(settings) is None
+    assert cli.ensure_admin_key(settings.model_copy(update={"ADMIN_KEY": "given"})) is None
+
+
+def test_host_port_flags_never_change_the_cached_settings(env) -> None:
+    args = cli.build_parser().parse_args(["api", "--host", "0.0.0.0", "--port", "9123"])
+    settings = cli._settings(args)
+    assert (settings.HOST, settings.PORT) == ("0.0.0.0", 9123)
+    assert (get_settings().HOST, get_settings().PORT) == ("127.0.0.1", 8000)
+    plain = cli._settings(cli.build_parser().parse_args(["api"]))
+    assert (plain.HOST, plain.PORT) == ("127.0.0.1", 8000)
 
 
 def test_worker_command_and_env(env) -> None:
@@ -74,5 +82,6 @@ def test_help_lists_commands(capsys) -> None:
     with pytest.raises(SystemExit):
         cli.main(["--help"])
     out = capsys.readouterr().out
-    for command in ("serve", "api", "worker", "migrate", "keys"):
+    for command in ("serve", "api", "worker", "migrate", "keys", "example-dataset", "datasets", "train", "jobs",
+                    "predict"):
         assert command in out

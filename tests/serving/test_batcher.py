@@ -10,6 +10,7 @@ import time
 import numpy as np
 import pytest
 
+from service.config import Settings
 from service.serving.batcher import BatcherConfig, InferenceWorker, MicroBatcher, Overloaded
 
 
@@ -254,19 +255,32 @@ def test_metrics_hook_sees_batches(executor):
     assert seen == [(2, 1, 1, True), (8, 4, 4, True)]
 
 
-def test_config_from_env():
-    cfg = BatcherConfig.from_env({"HEADWISE_PREDICT_MAX_BATCH": "32", "HEADWISE_PREDICT_MAX_WAIT_MS": "0.5",
-                                  "HEADWISE_TORCH_THREADS": "2"})
-    assert cfg == BatcherConfig(max_batch=32, max_wait_ms=0.5, max_queue=1024, torch_threads=2)
-    auto = BatcherConfig.from_env({})
-    assert auto.max_batch == 64 and auto.max_wait_ms == 2 and auto.max_queue == 1024
+def _config(monkeypatch, **env: str) -> BatcherConfig:
+    """BatcherConfig from the environment, through Settings (the one reader of HEADWISE_*)."""
+    for name in ("PREDICT_MAX_BATCH", "PREDICT_MAX_WAIT_MS", "PREDICT_MAX_QUEUE", "TORCH_THREADS", "PREDICT_TRACE"):
+        monkeypatch.delenv(f"HEADWISE_{name}", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(f"HEADWISE_{name}", value)
+    return BatcherConfig.from_settings(Settings())
+
+
+def test_config_from_settings(monkeypatch):
+    cfg = _config(monkeypatch, PREDICT_MAX_BATCH="32", PREDICT_MAX_WAIT_MS="0.5", TORCH_THREADS="2",
+                  PREDICT_TRACE="0")
+    assert cfg == BatcherConfig(max_batch=32, max_wait_ms=0.5, max_queue=1024, torch_threads=2, trace=False)
+    auto = _config(monkeypatch)
+    assert auto.max_batch == 64 and auto.max_wait_ms == 2 and auto.max_queue == 1024 and auto.trace is True
     assert auto.torch_threads == max(1, len(os.sched_getaffinity(0)) - 1)
-    assert BatcherConfig.from_env({"HEADWISE_TORCH_THREADS": "auto"}).torch_threads == auto.torch_threads
-    assert BatcherConfig.from_env({"HEADWISE_TORCH_THREADS": "0"}).torch_threads == 0  # torch's default
-    with pytest.raises(ValueError, match="HEADWISE_PREDICT_MAX_QUEUE"):
-        BatcherConfig.from_env({"HEADWISE_PREDICT_MAX_QUEUE": "0"})
-    with pytest.raises(ValueError, match="not a number"):
-        BatcherConfig.from_env({"HEADWISE_PREDICT_MAX_BATCH": "lots"})
+    assert _config(monkeypatch, TORCH_THREADS="auto").torch_threads == auto.torch_threads
+    assert _config(monkeypatch, TORCH_THREADS="0").torch_threads == 0  # torch's default
+    with pytest.raises(ValueError, match="PREDICT_MAX_QUEUE"):
+        _config(monkeypatch, PREDICT_MAX_QUEUE="0")
+    with pytest.raises(ValueError, match="PREDICT_MAX_BATCH"):
+        _config(monkeypatch, PREDICT_MAX_BATCH="lots")
+    with pytest.raises(ValueError, match="TORCH_THREADS"):
+        _config(monkeypatch, TORCH_THREADS="-1")
+    with pytest.raises(ValueError, match="PREDICT_TRACE"):
+        _config(monkeypatch, PREDICT_TRACE="maybe")
 
 
 def test_retired_batcher_finishes_its_queue_and_still_serves_late_requests(executor):

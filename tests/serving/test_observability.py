@@ -14,6 +14,7 @@ from sqlalchemy.orm import sessionmaker
 
 from service.api.errors import install_error_handlers
 from service.api.metrics import install
+from service.config import Settings
 from service.db.base import Base, make_engine
 from service.db.tables import Job
 from service.observability import (
@@ -49,8 +50,9 @@ def app(tmp_path):
     def boom():
         raise RuntimeError("boom")
 
+    app.state.settings = Settings(DATA_DIR=tmp_path)
     install_error_handlers(app)
-    install(app)
+    install(app, app.state.settings)
     yield app
     engine.dispose()
 
@@ -116,7 +118,7 @@ def test_batch_metrics():
 
 
 def test_metrics_token(app, monkeypatch):
-    monkeypatch.setenv("HEADWISE_METRICS_TOKEN", "s3cret")
+    monkeypatch.setattr(app.state, "settings", app.state.settings.model_copy(update={"METRICS_TOKEN": "s3cret"}))
     client = TestClient(app, raise_server_exceptions=False)
     assert client.get("/metrics").status_code == 401
     assert client.get("/metrics", headers={"Authorization": "Bearer s3cret"}).status_code == 200
@@ -165,15 +167,15 @@ def test_json_logs_carry_request_and_job_ids(restore_logging):
 def test_json_access_log_lines(app, restore_logging, monkeypatch):
     stream = io.StringIO()
     configure_logging("json", "INFO", stream=stream)
-    monkeypatch.setenv("HEADWISE_LOG_FORMAT", "json")
     fresh = FastAPI()
     fresh.state.sessionmaker = app.state.sessionmaker
+    settings = app.state.settings.model_copy(update={"LOG_FORMAT": "json"})
 
     @fresh.get("/x/{n}")
     def x(n: int):
         return {}
 
-    install(fresh)
+    install(fresh, settings)
     TestClient(fresh).get("/x/1", headers={"X-Request-ID": "rid-7"})
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
     access = [x for x in lines if x["logger"] == "headwise.access"]

@@ -207,6 +207,41 @@ def cmd_example_dataset(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_weights(args: argparse.Namespace) -> int:
+    """Install pretrained backbone weights into HEADWISE_WEIGHTS_DIR, or list what is installed."""
+    from service.ml.weights import WeightsError, import_weights, list_weights
+
+    root = get_settings().WEIGHTS_DIR
+    if args.weights_command == "import":
+        try:
+            info = import_weights(Path(args.file), args.arch, args.name, root, replace=args.replace)
+        except WeightsError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(f"installed '{info.name}' ({info.arch}, {info.parameters:,} parameters, sha256 {info.sha256}) "
+              f"in {root}" + (f"; left out the classifier: {', '.join(info.dropped)}" if info.dropped else ""))
+        return 0
+    installed = list_weights(root)
+    print(f"{'name':32}  {'arch':20}  {'parameters':>11}  {'sha256':16}  source")
+    for i in installed:
+        print(f"{i.name[:32]:32}  {i.arch:20}  {i.parameters:>11,}  {i.sha256[:16]}  {i.source}")
+    print(f"{len(installed)} installed in {root}", file=sys.stderr)
+    return 0
+
+
+def _add_weights_commands(sub: argparse._SubParsersAction) -> None:
+    weights = sub.add_parser("weights", help="pretrained backbone weights in HEADWISE_WEIGHTS_DIR")
+    wsub = weights.add_subparsers(dest="weights_command", required=True)
+    imp = wsub.add_parser("import", help="check a torchvision/timm checkpoint (.pth/.pt/.bin or .safetensors) "
+                                         "against an architecture and install it")
+    imp.add_argument("file", metavar="FILE")
+    imp.add_argument("--arch", required=True, help="resnet18, resnet50, ... (an unknown one lists them all)")
+    imp.add_argument("--name", required=True, help="the name a spec's model.pretrained uses")
+    imp.add_argument("--replace", action="store_true", help="replace an installed entry of that name")
+    wsub.add_parser("list", help="list installed weights")
+    weights.set_defaults(func=cmd_weights)
+
+
 def _settings(args: argparse.Namespace) -> Settings:
     """The configured settings with --host/--port applied to a copy (the cached singleton is never changed)."""
     update = {name: value for name in ("HOST", "PORT") if (value := getattr(args, name.lower(), None))}
@@ -249,6 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int, default=32, help="image side in pixels (default %(default)s)")
     p.add_argument("--epochs", type=int, default=8, help="epochs in the written spec (default %(default)s)")
     p.set_defaults(func=cmd_example_dataset)
+    _add_weights_commands(sub)
     try:
         from service.client.cli import add_client_commands
     except ImportError:  # pragma: no cover - client commands are optional

@@ -32,6 +32,8 @@ class Settings(BaseSettings):
     MAX_JOB_SECONDS: int = 24 * 3600
     MODEL_CACHE_SIZE: int = Field(default=4, ge=1)
     PREDICT_DEVICE: str = "cpu"
+    # Pretrained backbone weights (operator-managed; `headwise weights import`); default DATA_DIR/weights.
+    WEIGHTS_DIR: Path | None = None
     TRAIN_DEVICE: str = "auto"
 
     # Jobs and workers (owner: worker). A running job's lease is its heartbeat; the reaper requeues a job whose
@@ -81,6 +83,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _fill_defaults(self) -> Settings:
         self.DATA_DIR = Path(self.DATA_DIR).expanduser().resolve()
+        self.WEIGHTS_DIR = Path(self.WEIGHTS_DIR or self.DATA_DIR / "weights").expanduser().resolve()
         if not self.DATABASE_URL:
             self.DATABASE_URL = f"sqlite:///{self.DATA_DIR / 'headwise.db'}"
         if not self.BROKER_URL:

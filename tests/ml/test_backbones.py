@@ -4,6 +4,9 @@ the weights store, loaded into the engine's trunk, and must give identical outpu
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from functools import partial
 from pathlib import Path
 
@@ -287,3 +290,29 @@ def test_trunk_trains_and_uses_channels_last(arch):
     out = trunk.to(memory_format=torch.channels_last)(x)
     F.mse_loss(out, torch.zeros_like(out)).backward()
     assert all(p.grad is not None for p in trunk.parameters())
+
+
+def test_cli_import_then_identical_outputs(tmp_path: Path):
+    """`headwise weights import FILE --arch A --name N` (a real process), then the engine's trunk matches."""
+    arch = "mobilenet_v3_large"
+    ref = randomised(arch, num_classes=7, seed=3)
+    torch.save(ref.state_dict(), tmp_path / "ref.pth")
+    env = {**os.environ, "HEADWISE_DATA_DIR": str(tmp_path / "data"), "HEADWISE_WEIGHTS_DIR": str(tmp_path / "w")}
+    cmd = [sys.executable, "-m", "service.cli", "weights", "import", str(tmp_path / "ref.pth"), "--arch", arch,
+           "--name", "tv-ref"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert f"installed 'tv-ref' ({arch}" in done.stdout
+    listed = subprocess.run([sys.executable, "-m", "service.cli", "weights", "list"], env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert listed.returncode == 0 and "tv-ref" in listed.stdout and arch in listed.stdout
+    wrong = subprocess.run(cmd[:-3] + ["resnet50", "--name", "x"], env=env, capture_output=True, text=True,
+                           timeout=120)
+    assert wrong.returncode == 2 and "does not fit resnet50" in wrong.stderr
+
+    trunk = build_trunk(arch)
+    load_pretrained(trunk, tmp_path / "w", "tv-ref", arch)
+    x = torch.rand(2, 3, 96, 96)
+    with torch.no_grad():
+        want, _ = pooled_features(ref, x)
+        torch.testing.assert_close(trunk.eval()(x), want, rtol=0, atol=0)

@@ -1,9 +1,29 @@
-"""Words every layer shares (API, database, worker, metrics, client, UI): standard library only, so the light
-client can import it."""
+"""Words every layer shares (API, database, worker, metrics, client, UI): the job status enum and the main
+metric of a head. Standard library only, so the light client can import it."""
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any
+
+
+class JobStatus(StrEnum):
+    """A training job's status: the one list used by the database, API schemas, metrics, events, the client and
+    (served in the page, see service/api/ui.py) the dashboard. Values are what is stored and sent."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_STATUSES
+
+
+ACTIVE_STATUSES = frozenset({JobStatus.QUEUED, JobStatus.RUNNING})  # a job that may still change
+TERMINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
 
 # Preferred "main" validation metric per head, first present wins.
 MAIN_METRICS = ("accuracy", "macro_f1", "f1", "auroc", "auc", "mae", "rmse", "r2", "gated_accuracy")

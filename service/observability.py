@@ -43,9 +43,10 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily
 
+from service.domain import JobStatus
+
 log = logging.getLogger("headwise.observability")
 
-JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 WAIT_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -239,7 +240,7 @@ class JobsCollector:
         if not ok:
             return
         jobs = GaugeMetricFamily("headwise_jobs", "Jobs by status", labels=["status"])
-        for status in sorted(set(JOB_STATUSES) | set(counts)):
+        for status in sorted(set(JobStatus) | set(counts)):
             jobs.add_metric([status], float(counts.get(status, 0)))
         yield jobs
         rate = GaugeMetricFamily("headwise_job_training_images_per_second",

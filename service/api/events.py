@@ -27,11 +27,11 @@ from service.api.schemas import ErrorRead
 from service.auth import Principal
 from service.db import jobs as jobs_repo
 from service.db import registry as registry_repo
+from service.domain import TERMINAL_STATUSES, JobStatus
 from service.errors import NotFoundError
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
-TERMINAL = ("succeeded", "failed", "cancelled")
 POLL_SECONDS = 1.0
 KEEPALIVE_SECONDS = 15.0
 SSE_RESPONSE = {
@@ -52,7 +52,7 @@ def snapshot(sessionmaker: Callable[[], Session], job_id: str, team: str) -> dic
         job = jobs_repo.get_team_job(session=session, job_id=job_id, team=team)
         if job is None:
             return None
-        model = registry_repo.job_versions(session=session, job_ids=[job.id]).get(job.id) if job.status == "succeeded" \
+        model = registry_repo.job_versions(session=session, job_ids=[job.id]).get(job.id) if job.status == JobStatus.SUCCEEDED \
             else None
         progress = dict(job.progress or {})
         if progress.get("epochs") is None:
@@ -101,7 +101,7 @@ async def event_stream(request: Request, sessionmaker: Callable[[], Session], jo
                        after: int, snap: dict[str, Any]) -> AsyncIterator[str]:
     sent, last_status, last_write = after, None, time.monotonic()
     while True:
-        terminal = snap["status"] in TERMINAL
+        terminal = snap["status"] in TERMINAL_STATUSES
         if snap["status"] != last_status and not terminal:
             last_status = snap["status"]
             yield sse("status", status_event(snap))

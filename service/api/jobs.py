@@ -10,12 +10,13 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
 from service.api.deps import EnqueueDep, SessionDep, StorageDep, get_principal, require
-from service.api.schemas import ErrorRead, JobCreate, JobList, JobRead, JobStatus, ModelRef, Progress
+from service.api.schemas import ErrorRead, JobCreate, JobList, JobRead, ModelRef, Progress
 from service.auth import Principal
 from service.db import datasets as datasets_repo
 from service.db import jobs as jobs_repo
 from service.db import registry as registry_repo
 from service.db.tables import Job, utcnow
+from service.domain import ACTIVE_STATUSES, JobStatus
 from service.errors import ConflictError, NotFoundError, UnavailableError
 
 log = logging.getLogger("headwise.api")
@@ -110,13 +111,13 @@ def cancel_job(
     job_id: str, principal: Annotated[Principal, Depends(require("jobs:write"))], session: SessionDep
 ) -> JSONResponse:
     job = _get(session, job_id, principal)
-    if job.status == "queued" and jobs_repo.cancel_queued_job(session=session, job_id=job.id, when=utcnow()):
+    if job.status == JobStatus.QUEUED and jobs_repo.cancel_queued_job(session=session, job_id=job.id, when=utcnow()):
         code = 200
     elif jobs_repo.request_job_cancel(session=session, job_id=job.id):
         code = 202
     else:
         session.refresh(job)
-        if job.status in ("queued", "running"):  # pragma: no cover - lost a race twice; ask again
+        if job.status in ACTIVE_STATUSES:  # pragma: no cover - lost a race twice; ask again
             raise ConflictError(f"job '{job_id}' changed state while cancelling; try again")
         raise ConflictError(f"job '{job_id}' already finished ({job.status}); nothing to cancel")
     session.commit()

@@ -7,6 +7,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from service.domain import JobStatus
+
 
 def _utc(value: datetime) -> datetime:
     """SQLite hands back naive datetimes: every stored time is UTC, so say so."""
@@ -15,7 +17,6 @@ def _utc(value: datetime) -> datetime:
 
 Timestamp = Annotated[datetime, AfterValidator(_utc)]
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
-JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
 
 class _Read(BaseModel):

@@ -1,9 +1,11 @@
 """The dashboard: GET /ui renders one server-side template (no build step); its plain JS talks to the /v1 API
 with the API key the user enters once (kept in sessionStorage) and reads live progress from the SSE endpoint
-with fetch streaming. Static files are served from service/static by name (no directory traversal)."""
+with fetch streaming. The job statuses come from the server (service.domain.JobStatus, rendered into the page's
+data attributes), never from a copy in the JS. Static files are served from service/static by name (no directory traversal)."""
 
 from __future__ import annotations
 
+import json
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -11,6 +13,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 
+from service.domain import TERMINAL_STATUSES, JobStatus
 from service.errors import NotFoundError
 
 HERE = Path(__file__).resolve().parent.parent
@@ -40,7 +43,8 @@ def static_url(name: str) -> str:
 @router.get("/ui", response_class=HTMLResponse)
 def dashboard(request: Request) -> HTMLResponse:
     context = {"tabs": TABS, "version": _version(), "docs_url": "/docs", "api_root": "/v1",
-               "static_url": static_url}
+               "static_url": static_url, "job_statuses": json.dumps([s.value for s in JobStatus]),
+               "terminal_statuses": json.dumps(sorted(TERMINAL_STATUSES))}
     response = TEMPLATES.TemplateResponse(request, "ui.html", context)
     response.headers["Content-Security-Policy"] = CSP
     response.headers["Cache-Control"] = "no-store"

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from service.client import TERMINAL_STATUSES, Client, HeadwiseError
-from service.domain import main_metric
+from service.domain import JobStatus, main_metric
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 
@@ -176,7 +176,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _print_final(job: dict[str, Any]) -> int:
     status = job.get("status")
     model = job.get("model") or {}
-    if status == "succeeded":
+    if status == JobStatus.SUCCEEDED:
         print(f"job {job['id']} succeeded: model {model.get('name')} version {model.get('version')}")
         _print_metrics(job.get("metrics") or {})
         return 0

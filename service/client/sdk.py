@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 
-TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
+from service.domain import TERMINAL_STATUSES
 
 ImageInput = str | os.PathLike | bytes
 

@@ -7,8 +7,8 @@ from typing import Any
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
-from service.db.jobs import ACTIVE_JOB_STATUSES
 from service.db.tables import Dataset, Job, ModelVersion
+from service.domain import ACTIVE_STATUSES
 
 
 def insert_dataset(*, session: Session, **fields: Any) -> Dataset:
@@ -32,7 +32,7 @@ def list_datasets(*, session: Session, team: str, limit: int, offset: int) -> tu
 
 def dataset_active_jobs(*, session: Session, dataset_id: str) -> list[str]:
     stmt = select(Job.id).where(
-        Job.dataset_id == dataset_id, Job.status.in_(ACTIVE_JOB_STATUSES)
+        Job.dataset_id == dataset_id, Job.status.in_(sorted(ACTIVE_STATUSES))
     )
     return list(session.scalars(stmt))
 

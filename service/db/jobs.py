@@ -15,8 +15,8 @@ from sqlalchemy.orm import Session
 
 from service.db.base import db_clock
 from service.db.tables import Job
+from service.domain import ACTIVE_STATUSES, JobStatus
 
-ACTIVE_JOB_STATUSES = ("queued", "running")
 
 def get_team_job(*, session: Session, job_id: str, team: str) -> Job | None:
     return session.scalars(select(Job).where(Job.id == job_id, Job.team == team)).first()
@@ -35,8 +35,8 @@ def cancel_queued_job(*, session: Session, job_id: str, when: datetime) -> bool:
     """queued -> cancelled at once (atomic: loses to a worker that claimed it first)."""
     result = session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.status == "queued")
-        .values(status="cancelled", cancel_requested=True, finished_at=when, error="cancelled before start")
+        .where(Job.id == job_id, Job.status == JobStatus.QUEUED)
+        .values(status=JobStatus.CANCELLED, cancel_requested=True, finished_at=when, error="cancelled before start")
     )
     return result.rowcount == 1
 
@@ -44,7 +44,7 @@ def cancel_queued_job(*, session: Session, job_id: str, when: datetime) -> bool:
 def request_job_cancel(*, session: Session, job_id: str) -> bool:
     """running -> cancel_requested (the worker stops at its next check and ends the job cancelled)."""
     result = session.execute(
-        update(Job).where(Job.id == job_id, Job.status == "running").values(cancel_requested=True)
+        update(Job).where(Job.id == job_id, Job.status == JobStatus.RUNNING).values(cancel_requested=True)
     )
     return result.rowcount == 1
 
@@ -52,7 +52,7 @@ def request_job_cancel(*, session: Session, job_id: str) -> bool:
 def create_job(
     *, session: Session, team: str, dataset_id: str | None, model_name: str, spec: dict[str, Any]
 ) -> Job:
-    job = Job(team=team, dataset_id=dataset_id, model_name=model_name, spec=spec, status="queued",
+    job = Job(team=team, dataset_id=dataset_id, model_name=model_name, spec=spec, status=JobStatus.QUEUED,
               progress={}, history=[], metrics={}, cancel_requested=False, attempts=0)
     session.add(job)
     session.flush()
@@ -65,13 +65,13 @@ def claim_job(*, session: Session, job_id: str, worker: str) -> Job | None:
     now = db_clock(session)
     session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.status == "queued", Job.cancel_requested.is_(True))
-        .values(status="cancelled", finished_at=now)
+        .where(Job.id == job_id, Job.status == JobStatus.QUEUED, Job.cancel_requested.is_(True))
+        .values(status=JobStatus.CANCELLED, finished_at=now)
     )
     result = session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.status == "queued", Job.cancel_requested.is_(False))
-        .values(status="running", attempts=Job.attempts + 1, worker=worker, heartbeat_at=now,
+        .where(Job.id == job_id, Job.status == JobStatus.QUEUED, Job.cancel_requested.is_(False))
+        .values(status=JobStatus.RUNNING, attempts=Job.attempts + 1, worker=worker, heartbeat_at=now,
                 started_at=func.coalesce(Job.started_at, now), error=None)
         .execution_options(synchronize_session=False)
     )
@@ -84,7 +84,7 @@ def claim_job(*, session: Session, job_id: str, worker: str) -> Job | None:
 
 
 def owned(job_id: str, attempt: int) -> tuple:
-    return (Job.id == job_id, Job.status == "running", Job.attempts == attempt)
+    return (Job.id == job_id, Job.status == JobStatus.RUNNING, Job.attempts == attempt)
 
 
 def heartbeat(*, session: Session, job_id: str, attempt: int) -> bool:
@@ -119,11 +119,11 @@ def finish_failed(
 ) -> bool:
     """running (or queued) -> failed. With attempt: only if that attempt still owns the job. With
     stale_before: only if the job's heartbeat is older (the reaper's condition)."""
-    return _finish(session, job_id, "failed", error, attempt, stale_before)
+    return _finish(session, job_id, JobStatus.FAILED, error, attempt, stale_before)
 
 
 def finish_cancelled(*, session: Session, job_id: str, attempt: int | None = None) -> bool:
-    return _finish(session, job_id, "cancelled", None, attempt, None)
+    return _finish(session, job_id, JobStatus.CANCELLED, None, attempt, None)
 
 
 def _finish(
@@ -134,7 +134,7 @@ def _finish(
     if attempt is not None:
         conditions = list(owned(job_id, attempt))
     else:
-        conditions = [Job.id == job_id, Job.status.in_(("queued", "running"))]
+        conditions = [Job.id == job_id, Job.status.in_(sorted(ACTIVE_STATUSES))]
     if stale_before is not None:
         conditions.append(func.coalesce(Job.heartbeat_at, Job.started_at, Job.created_at) < stale_before)
     result = session.execute(
@@ -147,7 +147,7 @@ def stale_running_jobs(*, session: Session, stale_before: datetime, limit: int =
     """(job id, attempts) of running jobs whose lease (heartbeat) expired before stale_before."""
     rows = session.execute(
         select(Job.id, Job.attempts)
-        .where(Job.status == "running",
+        .where(Job.status == JobStatus.RUNNING,
                func.coalesce(Job.heartbeat_at, Job.started_at, Job.created_at) < stale_before)
         .order_by(Job.created_at)
         .limit(limit)
@@ -163,7 +163,7 @@ def requeue_job(*, session: Session, job_id: str, attempt: int, stale_before: da
         update(Job)
         .where(*owned(job_id, attempt),
                func.coalesce(Job.heartbeat_at, Job.started_at, Job.created_at) < stale_before)
-        .values(status="queued", worker=None, heartbeat_at=db_clock(session))
+        .values(status=JobStatus.QUEUED, worker=None, heartbeat_at=db_clock(session))
     )
     return result.rowcount == 1
 
@@ -171,7 +171,7 @@ def requeue_job(*, session: Session, job_id: str, attempt: int, stale_before: da
 def count_queued_jobs(*, session: Session) -> int:
     """Jobs waiting to be claimed (queued, not cancelled): each should have a message in the broker."""
     return session.execute(
-        select(func.count()).select_from(Job).where(Job.status == "queued", Job.cancel_requested.is_(False))
+        select(func.count()).select_from(Job).where(Job.status == JobStatus.QUEUED, Job.cancel_requested.is_(False))
     ).scalar_one()
 
 
@@ -179,7 +179,7 @@ def stale_queued_jobs(*, session: Session, rung_before: datetime, limit: int = 1
     """Queued jobs whose last enqueue (heartbeat_at of a queued job, else created_at) is older than rung_before."""
     return list(session.execute(
         select(Job.id)
-        .where(Job.status == "queued", Job.cancel_requested.is_(False),
+        .where(Job.status == JobStatus.QUEUED, Job.cancel_requested.is_(False),
                func.coalesce(Job.heartbeat_at, Job.created_at) < rung_before)
         .order_by(Job.created_at).limit(limit)
     ).scalars())
@@ -189,7 +189,7 @@ def ring_queued_job(*, session: Session, job_id: str, rung_before: datetime) -> 
     """Record a new enqueue of a still-queued job (conditional: one of several reapers wins)."""
     result = session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.status == "queued", func.coalesce(Job.heartbeat_at, Job.created_at) < rung_before)
+        .where(Job.id == job_id, Job.status == JobStatus.QUEUED, func.coalesce(Job.heartbeat_at, Job.created_at) < rung_before)
         .values(heartbeat_at=db_clock(session))
     )
     return result.rowcount == 1
@@ -204,6 +204,6 @@ def count_jobs_by_status(*, session: Session) -> dict[str, int]:
 def running_jobs_history(*, session: Session, limit: int = 100) -> list[tuple[str, str, list]]:
     """(job id, model name, history) of running jobs, oldest first (training images/s on /metrics)."""
     rows = session.execute(
-        select(Job.id, Job.model_name, Job.history).where(Job.status == "running").order_by(Job.created_at).limit(limit)
+        select(Job.id, Job.model_name, Job.history).where(Job.status == JobStatus.RUNNING).order_by(Job.created_at).limit(limit)
     ).all()
     return [(row[0], row[1], row[2] or []) for row in rows]

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from service.db.base import db_clock
 from service.db.jobs import owned
 from service.db.tables import Job, ModelVersion, RegisteredModel, new_id, utcnow
+from service.domain import JobStatus
 
 
 def job_versions(*, session: Session, job_ids: list[str]) -> dict[str, tuple[str, int]]:
@@ -87,7 +88,7 @@ def finish_succeeded(
     now = db_clock(session)
     won = session.execute(
         update(Job).where(*owned(job_id, attempt))
-        .values(status="succeeded", finished_at=now, heartbeat_at=now, metrics=metrics, history=history,
+        .values(status=JobStatus.SUCCEEDED, finished_at=now, heartbeat_at=now, metrics=metrics, history=history,
                 error=None, **({"progress": progress} if progress is not None else {}))
     )
     if won.rowcount != 1:

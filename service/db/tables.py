@@ -19,8 +19,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.db.base import Base, new_id, utcnow
-
-JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+from service.domain import JobStatus
 
 
 class ApiKey(Base):
@@ -63,7 +62,7 @@ class Job(Base):
     )
     model_name: Mapped[str] = mapped_column(String(200))
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
-    status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
+    status: Mapped[str] = mapped_column(String(16), default=JobStatus.QUEUED.value, index=True)
     progress: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # {"epoch", "epochs", "fraction"}
     history: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

@@ -4,7 +4,8 @@
 "use strict";
 
 const KEY_STORE = "headwise.key";
-const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
+// job statuses: from the server (service.domain.JobStatus, rendered into <body data-terminal-statuses>)
+const TERMINAL = new Set(JSON.parse(document.body.dataset.terminalStatuses || "[]"));
 const COLORS = ["#2563eb", "#e67e22", "#16a085", "#8e44ad", "#c0392b", "#7f8c8d", "#d4ac0d", "#1abc9c"];
 const $ = (sel) => document.querySelector(sel);
 const state = { datasets: [], jobs: [], models: [], job: null, stream: null, epochs: [], autoSpec: "", objectUrls: [] };

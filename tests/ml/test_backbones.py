@@ -316,3 +316,25 @@ def test_cli_import_then_identical_outputs(tmp_path: Path):
     with torch.no_grad():
         want, _ = pooled_features(ref, x)
         torch.testing.assert_close(trunk.eval()(x), want, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("arch", list(BACKBONES))
+def test_trunk_exports_to_onnx(arch):
+    """Every trunk exports (TorchScript-based exporter, opset 17, dynamic batch) and ONNX Runtime reproduces it."""
+    ort = pytest.importorskip("onnxruntime")
+    import io
+    import warnings
+
+    trunk = build_trunk(arch).eval()
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(trunk, (torch.rand(1, 3, 64, 64),), buf, input_names=["x"], output_names=["f"],
+                          dynamic_axes={"x": {0: "batch"}, "f": {0: "batch"}}, opset_version=17, dynamo=False)
+    sess = ort.InferenceSession(buf.getvalue(), providers=["CPUExecutionProvider"])
+    x = torch.rand(3, 3, 64, 64)
+    (got,) = sess.run(None, {"x": x.numpy()})
+    with torch.no_grad():
+        want = trunk(x).numpy()
+    assert got.shape == want.shape == (3, BACKBONES[arch].feature_dim)
+    assert abs(got - want).max() < 1e-4

@@ -11,7 +11,7 @@ from importlib.metadata import PackageNotFoundError, version
 from fastapi import APIRouter, FastAPI
 from sqlalchemy.orm import sessionmaker
 
-from service.api import datasets, events, health, jobs, keys, metrics, models, plots, predict, ui
+from service.api import datasets, events, health, jobs, keys, metrics, models, plots, predict, ui, v2
 from service.api.errors import install_error_handlers
 from service.api.schemas import ErrorRead
 from service.auth import KeyAuthenticator
@@ -27,7 +27,7 @@ log = logging.getLogger("headwise.api")
 
 def api_router() -> APIRouter:
     router = APIRouter()
-    for module in (predict, health, datasets, jobs, models, keys):  # predict first: the hot path matches at once
+    for module in (predict, v2, health, datasets, jobs, models, keys):  # predict first: the hot path matches at once
         router.include_router(module.router)
     return router
 

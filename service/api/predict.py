@@ -162,7 +162,7 @@ async def predict(
     # The hot path skips FastAPI dependencies (a sync one is a threadpool hop; solving them costs ~0.5 ms on this
     # machine): app state is read directly and the bearer key parsed as HTTPBearer(auto_error=False) does.
     state = request.app.state
-    settings, storage, predictors = state.settings, state.storage, state.predictors
+    settings = state.settings
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     key = token.strip() if scheme.lower() == "bearer" and token.strip() else None
     found = _resolved_without_io(state, key, name, version)
@@ -172,14 +172,30 @@ async def predict(
     field, blobs = await read_images(request, settings.MAX_PREDICT_IMAGES, settings.MAX_PREDICT_BYTES)
     if not blobs:
         raise ValidationError(f"{field}: at least one image is required")
-    entry = predictors.peek(version_id) or await run_in_threadpool(
-        predictors.entry, version_id, str(storage.abs(artifact)))
+    entry = await load_entry(state, version_id, artifact)
+    outputs = await run_images(request, entry, blobs=blobs, field=field)
+    return PredictRead(model=ModelRef(name=name, version=number), predictions=outputs)
+
+
+async def load_entry(state: Any, version_id: str, artifact: str) -> Any:
+    """The loaded (predictor, micro-batcher) of a model version: the LRU's fast path, else a threadpool load."""
+    return state.predictors.peek(version_id) or await run_in_threadpool(
+        state.predictors.entry, version_id, str(state.storage.abs(artifact)))
+
+
+async def run_images(request: Request, entry: Any, *, blobs: list[bytes] | None = None, field: str = "",
+                     arrays: Any = None) -> list[dict]:
+    """THE inference path of /v1 predict and /v2 infer: encoded images (`blobs`, decoded here, 422 naming
+    `field[i]`) or preprocessed (n, H, W, C) uint8 `arrays` -> the model version's micro-batcher -> per-image
+    head dicts. A full queue -> 503 with Retry-After."""
     try:
+        if arrays is not None:
+            return await entry.batcher.submit(arrays)
         if entry.batcher.idle:  # lone request: decode + preprocess in the inference thread, one hop in all
-            outputs = await entry.batcher.submit_lazy(partial(_prepare, entry.predictor, blobs, field), len(blobs))
-        else:  # under load: preprocess in the threadpool, the inference thread only runs the network
-            arrays = await run_in_threadpool(_prepare, entry.predictor, blobs, field)
-            outputs = await entry.batcher.submit(arrays)
+            return await entry.batcher.submit_lazy(partial(_prepare, entry.predictor, blobs, field), len(blobs))
+        # under load: preprocess in the threadpool, the inference thread only runs the network
+        prepared = await run_in_threadpool(_prepare, entry.predictor, blobs, field)
+        return await entry.batcher.submit(prepared)
     except Overloaded as exc:
         metrics = getattr(request.app.state, "metrics", None)
         if metrics is not None:
@@ -187,7 +203,6 @@ async def predict(
         error = UnavailableError(str(exc))
         error.headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
         raise error from None
-    return PredictRead(model=ModelRef(name=name, version=number), predictions=outputs)
 
 
 def _prepare(predictor: Any, blobs: list[bytes], field: str) -> Any:

@@ -232,3 +232,14 @@ def test_keys_and_scopes_are_those_of_v1(server, client):
         client.get_model_metadata("shapes", headers=bearer(server, "predict_only"))
     assert _status(exc) == "403" and "models:read" in exc.value.message()
     assert client.infer("shapes", [bytes_input([png()], True)], headers=bearer(server, "predict_only"))
+
+
+def test_compressed_requests_and_the_image_limit(server, client, example_pngs):
+    plain = client.infer("shapes", [bytes_input(example_pngs[:2], True)], model_version="1", headers=bearer(server))
+    for algorithm in ("gzip", "deflate"):
+        packed = client.infer("shapes", [bytes_input(example_pngs[:2], True)], model_version="1",
+                              headers=bearer(server), request_compression_algorithm=algorithm)
+        np.testing.assert_array_equal(packed.as_numpy("category"), plain.as_numpy("category"))
+    with pytest.raises(InferenceServerException) as exc:  # the server runs with HEADWISE_MAX_PREDICT_IMAGES=32
+        client.infer("shapes", [bytes_input([png()] * 33, True)], headers=bearer(server))
+    assert _status(exc) == "413" and "at most 32" in exc.value.message()

@@ -122,7 +122,7 @@ def bare_loop(spec, data: _Data, device: torch.device, epochs: int, *, bf16: boo
 
 
 def _headwise_train():
-    from service.ml.train import train  # the engine's trainer (wherever the engine keeps it: train/ or train.py)
+    from service.ml.train import train  # the engine trainer: service/ml/train.py or the train/ package
 
     return train
 

@@ -44,12 +44,16 @@ class Settings(BaseSettings):
     PROGRESS_SECONDS: float = Field(default=2.0, ge=0)
     CANCEL_POLL_SECONDS: float = Field(default=1.0, gt=0)
     REAPER_SECONDS: float = Field(default=30.0, ge=0)  # 0 disables the worker's reaper thread
+    # Export every registered version to ONNX (checked against torch on the validation images; model.onnx)
+    EXPORT_ONNX: bool = True
 
     # Serving: the /predict micro-batcher (policy in service/serving/batcher.py)
     PREDICT_MAX_BATCH: int = Field(default=64, ge=1)
     PREDICT_MAX_WAIT_MS: float = Field(default=2.0, ge=0)
     PREDICT_MAX_QUEUE: int = Field(default=1024, ge=1)
-    PREDICT_TRACE: bool = True  # serve a TorchScript trace of the network on CPU
+    PREDICT_TRACE: bool = True  # serve a TorchScript trace of the network on CPU (torch runtime)
+    # onnxruntime: CPU versions with a model.onnx run in ONNX Runtime; torch: always torch (service/serving/runtimes.py)
+    PREDICT_RUNTIME: Literal["onnxruntime", "torch"] = "onnxruntime"
     # torch intra-op threads of the inference thread: "auto" = usable CPUs - 1 (at least 1), 0 = torch's default
     TORCH_THREADS: int | Literal["auto"] = "auto"
 

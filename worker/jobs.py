@@ -108,7 +108,8 @@ def _train_and_register(job: Job, dataset: Dataset | None, settings: Settings, s
 
     tmp = storage.new_tmp_path(f"-artifact-{job.id}")
     try:
-        checksums = save_artifact(result, tmp)
+        extra_files, extra_meta = _export_onnx(result, data, settings)
+        checksums = save_artifact(result, tmp, extra_files=extra_files, extra_meta=extra_meta)
         monitor.close(flush=True)  # no more heartbeats: the next write is the final transaction
         if monitor.stop_reason == LEASE_LOST:
             return LEASE_LOST
@@ -123,6 +124,22 @@ def _train_and_register(job: Job, dataset: Dataset | None, settings: Settings, s
         return LEASE_LOST
     log.info("job %s succeeded: model %s version %d", job.id, job.model_name, registered)
     return "succeeded"
+
+
+def _export_onnx(result: Any, data: Any, settings: Settings) -> tuple[dict[str, bytes], dict[str, Any]]:
+    """model.onnx for the artifact, checked against torch on the validation images (service/ml/export.py); a
+    mismatch raises ExportError, which fails the job with its message. HEADWISE_EXPORT_ONNX=false skips it."""
+    if not settings.EXPORT_ONNX:
+        return {}, {}
+    from service.ml.export import ONNX_FILE, check_images, export_checked
+    from service.ml.inference import Predictor
+
+    started = time.monotonic()
+    onnx, report = export_checked(Predictor.from_result(result), check_images(result.spec, data))
+    report["seconds"] = round(time.monotonic() - started, 3)
+    log.info("exported model.onnx (max abs diff vs torch %.2g on %d images)",
+             max(report["max_abs_diff"].values(), default=0.0), report["images"])
+    return {ONNX_FILE: onnx}, {"onnx": report}
 
 
 def _register(job: Job, result: Any, checksums: dict[str, str], tmp: Path, storage: Storage,

@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from importlib.metadata import PackageNotFoundError, version
 
 from fastapi import APIRouter, FastAPI
@@ -20,6 +22,7 @@ from service.db.base import make_engine
 from service.observability import batch_observer
 from service.serving.batcher import BatcherConfig
 from service.serving.predictor_cache import PredictorCache
+from service.serving.runtimes import load_predictor
 from service.storage import Storage
 
 log = logging.getLogger("headwise.api")
@@ -56,13 +59,9 @@ def _app_version() -> str:
         return "0.0.0"
 
 
-def _predictor_loader(device: str):
-    def load(path: str):
-        from service.ml.inference import Predictor
-
-        return Predictor.load(path, device=device)
-
-    return load
+def _predictor_loader(settings: Settings, batching: BatcherConfig):
+    threads = batching.torch_threads or os.cpu_count() or 1  # 0 = the runtime's default: every core
+    return partial(load_predictor, device=settings.PREDICT_DEVICE, runtime=settings.PREDICT_RUNTIME, threads=threads)
 
 
 def _error_openapi(app: FastAPI) -> None:
@@ -100,9 +99,9 @@ def init_state(app: FastAPI, settings: Settings) -> None:
     app.state.sessionmaker = sessionmaker(bind=engine, expire_on_commit=False)
     app.state.storage = storage
     app.state.authenticator = KeyAuthenticator(settings, app.state.sessionmaker)
-    app.state.predictors = PredictorCache(settings.MODEL_CACHE_SIZE, _predictor_loader(settings.PREDICT_DEVICE),
-                                          batching=BatcherConfig.from_settings(settings),
-                                          on_batch=batch_observer(app.state))
+    batching = BatcherConfig.from_settings(settings)
+    app.state.predictors = PredictorCache(settings.MODEL_CACHE_SIZE, _predictor_loader(settings, batching),
+                                          batching=batching, on_batch=batch_observer(app.state))
 
 
 @asynccontextmanager

@@ -1,7 +1,9 @@
-"""Model registry reads: registered models, versions (metrics, spec, dataset, job), artifact download (zip)."""
+"""Model registry reads: registered models, versions (metrics, spec, dataset, job), artifact download (zip), the
+network as ONNX (model.onnx)."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import zipfile
 from collections.abc import Iterator
@@ -10,7 +12,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends
 from fastapi import Path as PathParam
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from sqlalchemy.orm import Session
 
 from service.api.deps import SessionDep, StorageDep, require
@@ -120,3 +122,38 @@ def download_artifact(name: str, version: Version, principal: Reader, session: S
     filename = f"{name}-v{version}.zip"
     return StreamingResponse(iter_zip(files), media_type="application/zip",
                              headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+
+
+ONNX_DOC = """The version's network as ONNX (opset 17, dynamic batch), exported and checked against torch when the
+version was registered; serve it with ONNX Runtime, Triton, ... Input `input.images`: uint8 (batch, H, W, C), the
+image resized to the version's image_size (bilinear), RGB (C=3) or grayscale (C=1); scaling by 1/255 and the
+normalisation happen inside the graph. Outputs: one float32 tensor per task, named as the task: multiclass logits
+(batch, K), binary logit (batch,), regression standardised value (batch,) (value = output * std + mean, from the
+version's meta.json normalization). Gating is applied by the caller (meta.json gate_order, label_maps). The
+`ETag` is the file's sha256 (also in the version's `checksums`). 404 for versions registered without ONNX (they
+still serve through torch)."""
+
+
+@router.get(
+    "/{name}/versions/{version}/model.onnx",
+    response_class=Response,
+    responses={**ERRORS, 200: {"content": {"application/octet-stream": {}}, "description": "the ONNX model"}},
+    summary="Download the network as ONNX",
+    description=ONNX_DOC,
+)
+def download_onnx(name: str, version: Version, principal: Reader, session: SessionDep, storage: StorageDep) -> Response:
+    mv = get_version(session, principal, name, version)
+    digest = (mv.checksums or {}).get("model.onnx")
+    if digest is None:
+        raise NotFoundError(f"model '{name}' version {version} has no ONNX export (registered before ONNX export "
+                            "or with HEADWISE_EXPORT_ONNX off); it still serves through torch")
+    try:
+        data = (storage.abs(mv.artifact_path) / "model.onnx").read_bytes()
+    except OSError:
+        raise ServiceError(f"model.onnx of model '{name}' version {version} is missing on disk", 500,
+                           "ArtifactMissing") from None
+    if hashlib.sha256(data).hexdigest() != digest:
+        raise ServiceError(f"model.onnx of model '{name}' version {version} fails its sha256 check", 500,
+                           "ArtifactCorrupt")
+    return Response(data, media_type="application/octet-stream", headers={
+        "Content-Disposition": f'attachment; filename="{name}-v{version}.onnx"', "ETag": f'"{digest}"'})

@@ -170,6 +170,16 @@ def check_onnx(data: bytes, predictor: Predictor, images: np.ndarray, tolerance:
             "gate_decisions_identical": True, "opset": OPSET, "input": INPUT_NAME}
 
 
+def check_images(spec: Spec, data, limit: int = CHECK_IMAGES) -> np.ndarray:
+    """The images to check an export on: the trainer's validation split (the same seeded split), or the first
+    training images when the spec has no validation split; at most `limit`, (N, H, W, C) uint8."""
+    from service.ml.train import stratified_split
+
+    _, val = stratified_split(spec, data)
+    idx = val[:limit] if len(val) else np.arange(min(limit, len(data.images)))
+    return np.asarray(data.images[idx])
+
+
 def export_checked(predictor: Predictor, images: np.ndarray, tolerance: float = TOLERANCE) -> tuple[bytes, dict]:
     """Export the predictor's network and check it on `images` -> (model.onnx bytes, check report)."""
     state = {k: v.detach().cpu() for k, v in predictor.model.state_dict().items()}

@@ -1,7 +1,8 @@
 """An in-process LRU of loaded model versions, keyed by model version id: a Predictor plus its MicroBatcher.
 
-Thread-safe; each key loads once (concurrent callers wait for the one load). On CPU the network is replaced by
-a frozen TorchScript trace (HEADWISE_PREDICT_TRACE=1, the default: Predictor.optimize_for_serving -- a forward no
+Thread-safe; each key loads once (concurrent callers wait for the one load). The loader picks the runtime
+(service/serving/runtimes.py: ONNX Runtime where the artifact has model.onnx). When torch serves on CPU its
+network is replaced by a TorchScript trace (HEADWISE_PREDICT_TRACE=1, the default: Predictor.optimize_for_serving -- a forward no
 longer takes the GIL per op, so the event loop and the network stop stalling each other). A new entry is warmed up in the
 inference thread with dummy batches (1 and max_batch images, fewer for large images) before it is served, so the first real request
 does not pay for allocator / kernel set-up. Evicted entries retire their batcher (queued requests still finish).
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from service.serving.batcher import BatcherConfig, MicroBatcher, OnBatch, run_in_inference_thread
+from service.serving.runtimes import uses_torch
 
 RESOLVE_TTL = 1.0
 RESOLVE_MAX = 10_000
@@ -77,7 +79,7 @@ class PredictorCache:
             if found is not None:
                 return found
             predictor = self.loader(artifact_path)
-            if self.batching.trace and hasattr(predictor, "optimize_for_serving"):
+            if self.batching.trace and hasattr(predictor, "optimize_for_serving") and uses_torch(predictor):
                 predictor = run_in_inference_thread(predictor.optimize_for_serving)
             if self.warmup:
                 run_in_inference_thread(self._warm_up, predictor)

@@ -72,7 +72,7 @@ def test_success_creates_exactly_one_checksummed_version(env, dataset_id):
     storage = Storage(env.data_dir)
     artifact = storage.abs(version.artifact_path)
     assert artifact == storage.artifact_dir(version.model_id, 1)
-    assert set(version.checksums) == {"model.safetensors", "spec.json", "meta.json"}
+    assert set(version.checksums) == {"model.safetensors", "spec.json", "meta.json", "model.onnx"}
     for name, digest in version.checksums.items():
         assert hashlib.sha256((artifact / name).read_bytes()).hexdigest() == digest
     assert json.loads((artifact / "checksums.json").read_text()) == version.checksums

@@ -26,7 +26,7 @@ from service.errors import AuthError
 
 log = logging.getLogger("headwise.auth")
 
-SCOPES = ("datasets:write", "jobs:write", "models:read", "predict", "admin")
+SCOPES = ("datasets:write", "jobs:write", "models:read", "models:write", "predict", "admin")
 DEFAULT_TEAM = "default"
 KEY_PREFIX = "hw_"
 CACHE_TTL_SECONDS = 5.0

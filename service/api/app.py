@@ -13,7 +13,7 @@ from importlib.metadata import PackageNotFoundError, version
 from fastapi import APIRouter, FastAPI
 from sqlalchemy.orm import sessionmaker
 
-from service.api import datasets, events, health, jobs, keys, metrics, models, plots, predict, ui, v2
+from service.api import datasets, events, health, jobs, keys, metrics, models, plots, predict, registry, ui, v2
 from service.api.errors import install_error_handlers
 from service.api.schemas import ErrorRead
 from service.auth import KeyAuthenticator
@@ -30,7 +30,7 @@ log = logging.getLogger("headwise.api")
 
 def api_router() -> APIRouter:
     router = APIRouter()
-    for module in (predict, v2, health, datasets, jobs, models, keys):  # predict first: the hot path matches at once
+    for module in (predict, v2, health, datasets, jobs, models, registry, keys):  # predict first: the hot path matches at once
         router.include_router(module.router)
     return router
 
@@ -45,6 +45,7 @@ Every `/v1` endpoint needs `Authorization: Bearer <key>`. Errors are `{"error": 
 | `POST /v1/datasets/{id}/audit` | `datasets:write` or `jobs:write` |
 | `POST /v1/jobs`, `POST /v1/jobs/{id}/cancel` | `jobs:write` |
 | `GET /v1/models/...` | `models:read` |
+| aliases (`PUT/DELETE`, rollback), `PATCH/DELETE /v1/models/{name}/versions/{v}` | `models:write` |
 | `POST /v1/models/{name}/predict` | `predict` |
 | `/v1/keys` | `admin` |
 

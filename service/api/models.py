@@ -16,8 +16,17 @@ from fastapi.responses import Response, StreamingResponse
 from sqlalchemy.orm import Session
 
 from service.api.deps import SessionDep, StorageDep, require
-from service.api.schemas import ErrorRead, ModelList, ModelRead, ModelSummary, VersionRead
+from service.api.schemas import (
+    AliasRead,
+    ErrorRead,
+    ModelList,
+    ModelRead,
+    ModelRef,
+    ModelSummary,
+    VersionRead,
+)
 from service.auth import Principal
+from service.db import aliases as aliases_repo
 from service.db import registry as registry_repo
 from service.db.tables import ModelVersion, RegisteredModel
 from service.errors import NotFoundError, ServiceError
@@ -28,10 +37,13 @@ Reader = Annotated[Principal, Depends(require("models:read"))]
 Version = Annotated[int, PathParam(ge=1, le=2**31 - 1)]  # an INTEGER column: larger is a 422, not a 500
 
 
-def version_read(name: str, mv: ModelVersion) -> VersionRead:
+def version_read(name: str, mv: ModelVersion, aliases: list[str] | None = None) -> VersionRead:
+    parent = mv.parent or None
     return VersionRead(
         name=name, version=mv.version, metrics=mv.metrics or {}, spec=mv.spec or {}, dataset_id=mv.dataset_id,
-        job_id=mv.job_id, checksums=mv.checksums or {}, created_at=mv.created_at,
+        job_id=mv.job_id, checksums=mv.checksums or {}, created_at=mv.created_at, description=mv.description,
+        tags=mv.tags or [], aliases=aliases or [],
+        parent=ModelRef(name=parent["model"], version=parent["version"]) if parent else None,
     )
 
 
@@ -42,9 +54,15 @@ def get_model(session: Session, principal: Principal, name: str) -> RegisteredMo
     return model
 
 
-def get_version(session: Session, principal: Principal, name: str, version: int | None) -> ModelVersion:
-    """A version of the team's model (latest when version is None) -> 404 naming what is missing."""
+def get_version(session: Session, principal: Principal, name: str, version: int | None,
+                alias: str | None = None) -> ModelVersion:
+    """A version of the team's model by number, by alias, or the latest -> 404 naming what is missing."""
     model = get_model(session, principal, name)
+    if alias is not None:
+        mv = aliases_repo.resolve_alias(session=session, model_id=model.id, alias=alias)
+        if mv is None:
+            raise NotFoundError(f"alias: model '{name}' has no alias '{alias}'")
+        return mv
     mv = registry_repo.get_model_version(session=session, model_id=model.id, version=version)
     if mv is None:
         raise NotFoundError(f"model '{name}' has no version {version}" if version else f"model '{name}' has no versions")
@@ -61,17 +79,26 @@ def list_models(principal: Reader, session: SessionDep) -> ModelList:
     return ModelList(items=items)
 
 
-@router.get("/{name}", response_model=ModelRead, responses=ERRORS, summary="A model with all its versions")
+@router.get("/{name}", response_model=ModelRead, responses=ERRORS, summary="A model with its aliases and versions")
 def read_model(name: str, principal: Reader, session: SessionDep) -> ModelRead:
     model = get_model(session, principal, name)
-    versions = [version_read(name, mv) for mv in registry_repo.list_model_versions(session=session, model_id=model.id)]
+    aliases = aliases_repo.list_aliases(session=session, model_id=model.id)
+    by_version: dict[int, list[str]] = {}
+    for row, number in aliases:
+        by_version.setdefault(number, []).append(row.alias)
+    versions = [version_read(name, mv, by_version.get(mv.version))
+                for mv in registry_repo.list_model_versions(session=session, model_id=model.id)]
     return ModelRead(name=name, created_at=model.created_at,
-                     latest_version=versions[-1].version if versions else None, versions=versions)
+                     latest_version=versions[-1].version if versions else None,
+                     aliases=[AliasRead(alias=row.alias, version=number, updated_at=row.updated_at)
+                              for row, number in aliases],
+                     versions=versions)
 
 
 @router.get("/{name}/versions/{version}", response_model=VersionRead, responses=ERRORS, summary="One version")
 def read_version(name: str, version: Version, principal: Reader, session: SessionDep) -> VersionRead:
-    return version_read(name, get_version(session, principal, name, version))
+    mv = get_version(session, principal, name, version)
+    return version_read(name, mv, aliases_repo.aliases_of(session=session, version_id=mv.id))
 
 
 class _Pipe(io.RawIOBase):

@@ -23,7 +23,7 @@ from starlette.concurrency import run_in_threadpool
 
 from service.api.errors import validation_detail
 from service.api.models import get_version
-from service.api.schemas import ErrorRead, ModelRef, PredictCreate, PredictRead
+from service.api.schemas import ALIAS_PATTERN, ErrorRead, ModelRef, PredictCreate, PredictRead
 from service.api.uploads import MemorySink, StreamingForm, check_content_length
 from service.auth import Principal
 from service.errors import (
@@ -121,35 +121,38 @@ async def read_images(request: Request, max_images: int, max_bytes: int) -> tupl
     raise UnsupportedMediaError("send multipart/form-data with 'files', or application/json with 'images' (base64)")
 
 
-def _resolve(session: Session, principal: Principal, name: str, version: int | None) -> tuple[str, int, str]:
-    mv = get_version(session, principal, name, version)
+def _resolve(session: Session, principal: Principal, name: str, version: int | None,
+             alias: str | None = None) -> tuple[str, int, str]:
+    mv = get_version(session, principal, name, version, alias)
     return mv.id, mv.version, mv.artifact_path
 
 
-def _authorize_and_resolve(state: Any, key: str | None, name: str, version: int | None) -> tuple[str, int, str]:
+def _authorize_and_resolve(state: Any, key: str | None, name: str, version: int | None,
+                           alias: str | None = None) -> tuple[str, int, str]:
     """Threadpool, ONE hop for the per-request blocking work before the body is read: the API key (cached
     lookups, see service.auth), the 'predict' scope (the same checks and messages as deps.require) and the
     model version (name -> version resolution cached ~1 s)."""
     principal = state.authenticator.authenticate(key)
     if not principal.has("predict"):
         raise ForbiddenError("this API key lacks the scope 'predict'")
-    cache_key = (principal.team, name, version)
+    cache_key = (principal.team, name, version, alias)
     found = state.predictors.resolved(cache_key)  # short TTL (service/predictor_cache.py)
     if found is None:
         with state.sessionmaker() as session:
-            found = _resolve(session, principal, name, version)
+            found = _resolve(session, principal, name, version, alias)
         state.predictors.remember(cache_key, found)
     return found
 
 
-def _resolved_without_io(state: Any, key: str | None, name: str, version: int | None) -> tuple[str, int, str] | None:
+def _resolved_without_io(state: Any, key: str | None, name: str, version: int | None,
+                         alias: str | None = None) -> tuple[str, int, str] | None:
     """The same answer as _authorize_and_resolve when both caches can give it without I/O, else None."""
     principal = state.authenticator.cached(key)
     if principal is None:
         return None
     if not principal.has("predict"):
         raise ForbiddenError("this API key lacks the scope 'predict'")
-    return state.predictors.resolved((principal.team, name, version))
+    return state.predictors.resolved((principal.team, name, version, alias))
 
 
 @router.post("/{name}/predict", response_model=PredictRead, openapi_extra=PREDICT_OPENAPI, responses=ERRORS,
@@ -158,6 +161,10 @@ async def predict(
     name: str,
     request: Request,
     version: Annotated[int | None, Query(ge=1, le=2**31 - 1, description="model version; default the latest")] = None,
+    alias: Annotated[str | None, Query(pattern=ALIAS_PATTERN, description="serve the version this alias points at "
+                                       "(exclusive with version and latest)")] = None,
+    latest: Annotated[bool, Query(description="serve the newest version (the default; exclusive with version "
+                                  "and alias)")] = False,
 ) -> PredictRead:
     # The hot path skips FastAPI dependencies (a sync one is a threadpool hop; solving them costs ~0.5 ms on this
     # machine): app state is read directly and the bearer key parsed as HTTPBearer(auto_error=False) does.
@@ -165,16 +172,18 @@ async def predict(
     settings = state.settings
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     key = token.strip() if scheme.lower() == "bearer" and token.strip() else None
-    found = _resolved_without_io(state, key, name, version)
+    if (version is not None) + (alias is not None) + latest > 1:
+        raise ValidationError("version, alias and latest are mutually exclusive: give at most one")
+    found = _resolved_without_io(state, key, name, version, alias)
     if found is None:
-        found = await run_in_threadpool(_authorize_and_resolve, state, key, name, version)
+        found = await run_in_threadpool(_authorize_and_resolve, state, key, name, version, alias)
     version_id, number, artifact = found
     field, blobs = await read_images(request, settings.MAX_PREDICT_IMAGES, settings.MAX_PREDICT_BYTES)
     if not blobs:
         raise ValidationError(f"{field}: at least one image is required")
     entry = await load_entry(state, version_id, artifact)
     outputs = await run_images(request, entry, blobs=blobs, field=field)
-    return PredictRead(model=ModelRef(name=name, version=number), predictions=outputs)
+    return PredictRead(model=ModelRef(name=name, version=number), alias=alias, predictions=outputs)
 
 
 async def load_entry(state: Any, version_id: str, artifact: str) -> Any:

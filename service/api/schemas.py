@@ -118,6 +118,10 @@ class JobList(Page):
 
 
 # ---- models ------------------------------------------------------------------------------------------
+ALIAS_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]{0,62}$"
+Tag = Annotated[str, Field(min_length=1, max_length=100)]
+
+
 class VersionRead(BaseModel):
     name: str
     version: int
@@ -127,6 +131,42 @@ class VersionRead(BaseModel):
     job_id: str
     checksums: dict[str, str]
     created_at: Timestamp
+    description: str | None = None
+    tags: list[str] = []
+    aliases: list[str] = Field(default=[], description="aliases pointing at this version")
+    parent: ModelRef | None = Field(default=None, description="warm start: the version it was initialised from")
+
+
+class VersionUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    description: str | None = Field(default=None, max_length=10_000)
+    tags: list[Tag] | None = Field(default=None, max_length=50, description="replaces the version's tags")
+
+
+class AliasSet(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    version: int = Field(ge=1, le=2**31 - 1, description="the version the alias points at from now on")
+
+
+class AliasRead(BaseModel):
+    alias: str
+    version: int
+    updated_at: Timestamp
+
+
+class AliasEventRead(BaseModel):
+    seq: int = Field(description="1, 2, ... per model: the order of the moves")
+    alias: str
+    action: Literal["set", "rollback", "delete"]
+    from_version: int | None = Field(description="null: the alias was created")
+    to_version: int | None = Field(description="null: the alias was deleted")
+    key_id: str | None = Field(description="the API key that moved it (null: a server-side command)")
+    key_name: str | None
+    created_at: Timestamp
+
+
+class AliasHistory(BaseModel):
+    items: list[AliasEventRead]
 
 
 class ModelSummary(BaseModel):
@@ -144,6 +184,7 @@ class ModelRead(BaseModel):
     name: str
     created_at: Timestamp
     latest_version: int | None
+    aliases: list[AliasRead] = []
     versions: list[VersionRead]
 
 
@@ -153,7 +194,8 @@ class PredictCreate(BaseModel):
 
 
 class PredictRead(BaseModel):
-    model: ModelRef
+    model: ModelRef = Field(description="the version that served the request")
+    alias: str | None = Field(default=None, description="the alias it was resolved from, if one was asked for")
     predictions: list[dict[str, Any]] = Field(description="one {task: output} object per input image, in order")
 
 

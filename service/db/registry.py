@@ -100,7 +100,8 @@ def finish_succeeded(
     latest = session.execute(
         select(func.max(ModelVersion.version)).where(ModelVersion.model_id == model.id)
     ).scalar_one()
-    version_number = (latest or 0) + 1
+    version_number = max(latest or 0, model.last_version or 0) + 1  # a deleted version's number is never reused
+    model.last_version = version_number
     version = ModelVersion(
         model_id=model.id, version=version_number, job_id=job.id, dataset_id=job.dataset_id, spec=spec,
         metrics=metrics, artifact_path=artifact_path(model.id, version_number), checksums=checksums,

@@ -15,6 +15,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -84,6 +85,8 @@ class RegisteredModel(Base):
     team: Mapped[str] = mapped_column(String(100), index=True)
     name: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # the highest version number ever allocated: a deleted version's number is never reused
+    last_version: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
 
 
 class ModelVersion(Base):
@@ -99,4 +102,38 @@ class ModelVersion(Base):
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     artifact_path: Mapped[str] = mapped_column(String(500))  # relative to DATA_DIR
     checksums: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)  # {file: sha256}
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    description: Mapped[str | None] = mapped_column(Text, nullable=True)
+    tags: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    parent: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)  # warm start: {"model", "version"}
+
+
+class ModelAlias(Base):
+    """A named pointer (e.g. "production") at one version of a registered model."""
+
+    __tablename__ = "model_aliases"
+    __table_args__ = (UniqueConstraint("model_id", "alias", name="uq_model_aliases_model_alias"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    model_id: Mapped[str] = mapped_column(ForeignKey("registered_models.id", ondelete="CASCADE"), index=True)
+    alias: Mapped[str] = mapped_column(String(100))
+    version_id: Mapped[str] = mapped_column(ForeignKey("model_versions.id"), index=True)  # delete is refused (409)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class AliasEvent(Base):
+    """Every alias move: when, by which key, from which version number to which (None: created / deleted)."""
+
+    __tablename__ = "alias_events"
+    __table_args__ = (UniqueConstraint("model_id", "seq", name="uq_alias_events_model_seq"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    model_id: Mapped[str] = mapped_column(ForeignKey("registered_models.id", ondelete="CASCADE"), index=True)
+    seq: Mapped[int] = mapped_column(Integer)  # 1, 2, ... per model, allocated under the model's row lock
+    alias: Mapped[str] = mapped_column(String(100))
+    action: Mapped[str] = mapped_column(String(16))  # "set" | "rollback" | "delete"
+    from_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    to_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    key_id: Mapped[str | None] = mapped_column(String(32), nullable=True)  # None: a server-side (CLI) change
+    key_name: Mapped[str | None] = mapped_column(String(200), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -120,6 +120,17 @@ class PredictorCache:
         if self.on_batch is not None:
             self.on_batch(images, requests, waits, seconds)
 
+    def forget_resolved(self) -> None:
+        """Drop every cached name -> version resolution (an alias moved, a version was deleted)."""
+        self._resolved.clear()
+
+    def discard(self, key: str) -> None:
+        """Unload one model version (deleted); its queued requests still finish."""
+        with self._lock:
+            entry = self._items.pop(key, None)
+        if entry is not None:
+            entry.batcher.retire()
+
     def keys(self) -> list[str]:
         with self._lock:
             return list(self._items)

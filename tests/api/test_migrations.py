@@ -28,7 +28,7 @@ def _check(url: str) -> None:
             diff = compare_metadata(ctx, Base.metadata)
             assert diff == [], diff
             version = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
-            assert version == "0001"
+            assert version == "0002"
     finally:
         engine.dispose()
 
@@ -53,7 +53,7 @@ def test_alembic_ini_points_at_migrations() -> None:
     from alembic.script import ScriptDirectory
 
     script = ScriptDirectory.from_config(Config(str(ROOT / "alembic.ini")))
-    assert script.get_current_head() == "0001"
+    assert script.get_current_head() == "0002"
 
 
 @pytest.mark.parametrize("url", ["sqlite:///:memory:"])

@@ -13,7 +13,20 @@ from importlib.metadata import PackageNotFoundError, version
 from fastapi import APIRouter, FastAPI
 from sqlalchemy.orm import sessionmaker
 
-from service.api import datasets, events, health, jobs, keys, metrics, models, plots, predict, registry, ui, v2
+from service.api import (
+    datasets,
+    events,
+    health,
+    jobs,
+    keys,
+    metrics,
+    models,
+    plots,
+    predict,
+    registry,
+    ui,
+    v2,
+)
 from service.api.errors import install_error_handlers
 from service.api.schemas import ErrorRead
 from service.auth import KeyAuthenticator

@@ -97,7 +97,7 @@ def raw_runs(predictors: dict, arrays: np.ndarray, seconds: float) -> dict:
     """Batch 1 and batch 64 for each predictor variant, in the same kind of thread the server runs the network
     in: service.serving.batcher's single inference thread, torch threads from HEADWISE_TORCH_THREADS (on a busy 2-core
     machine torch's 2-thread pool in the main thread can be several times slower at batch 1 than this)."""
-    from service.serving.batcher import run_in_inference_thread as run
+    from service.serving.inference_thread import run_in_inference_thread as run
 
     out: dict = {"torch_threads": run(torch_threads)}
     for name, predictor in predictors.items():

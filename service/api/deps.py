@@ -50,13 +50,25 @@ def get_principal(
     return authenticator.authenticate(credentials.credentials if credentials else None)
 
 
+async def bearer_key(request: Request) -> str | None:
+    """The API key of `Authorization: Bearer <key>` as the declared HTTPBearer scheme parses it (None when
+    absent). For routes that skip dependencies on their hot path (/predict)."""
+    credentials = await bearer(request)
+    return credentials.credentials if credentials else None
+
+
+def check_scope(principal: Principal, *scopes: str) -> Principal:
+    """The principal must hold one of `scopes` (admin holds all) -> else 403."""
+    if not any(principal.has(s) for s in scopes):
+        raise ForbiddenError(f"this API key lacks the scope {' or '.join(repr(s) for s in scopes)}")
+    return principal
+
+
 def require(*scopes: str) -> Callable[[Principal], Principal]:
-    """A dependency: the principal must hold one of `scopes` (admin holds all) -> else 403."""
+    """A dependency: check_scope on the current principal."""
 
     def check(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
-        if not any(principal.has(s) for s in scopes):
-            raise ForbiddenError(f"this API key lacks the scope {' or '.join(repr(s) for s in scopes)}")
-        return principal
+        return check_scope(principal, *scopes)
 
     check.__name__ = "require_" + "_or_".join(s.replace(":", "_") for s in scopes)
     return check

@@ -21,13 +21,13 @@ from pydantic import ValidationError as PydanticValidationError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from service.api.deps import bearer_key, check_scope
 from service.api.errors import validation_detail
 from service.api.models import get_version
 from service.api.schemas import ALIAS_PATTERN, ErrorRead, ModelRef, PredictCreate, PredictRead
 from service.api.uploads import MemorySink, StreamingForm, check_content_length
 from service.auth import Principal
 from service.errors import (
-    ForbiddenError,
     PayloadTooLargeError,
     UnavailableError,
     UnsupportedMediaError,
@@ -130,11 +130,9 @@ def _resolve(session: Session, principal: Principal, name: str, version: int | N
 def _authorize_and_resolve(state: Any, key: str | None, name: str, version: int | None,
                            alias: str | None = None) -> tuple[str, int, str]:
     """Threadpool, ONE hop for the per-request blocking work before the body is read: the API key (cached
-    lookups, see service.auth), the 'predict' scope (the same checks and messages as deps.require) and the
+    lookups, see service.auth), the 'predict' scope (deps.check_scope, as deps.require) and the
     model version (name -> version resolution cached ~1 s)."""
-    principal = state.authenticator.authenticate(key)
-    if not principal.has("predict"):
-        raise ForbiddenError("this API key lacks the scope 'predict'")
+    principal = check_scope(state.authenticator.authenticate(key), "predict")
     cache_key = (principal.team, name, version, alias)
     found = state.predictors.resolved(cache_key)  # short TTL (service/predictor_cache.py)
     if found is None:
@@ -150,8 +148,7 @@ def _resolved_without_io(state: Any, key: str | None, name: str, version: int | 
     principal = state.authenticator.cached(key)
     if principal is None:
         return None
-    if not principal.has("predict"):
-        raise ForbiddenError("this API key lacks the scope 'predict'")
+    check_scope(principal, "predict")
     return state.predictors.resolved((principal.team, name, version, alias))
 
 
@@ -167,11 +164,10 @@ async def predict(
                                   "and alias)")] = False,
 ) -> PredictRead:
     # The hot path skips FastAPI dependencies (a sync one is a threadpool hop; solving them costs ~0.5 ms on this
-    # machine): app state is read directly and the bearer key parsed as HTTPBearer(auto_error=False) does.
+    # machine): app state is read directly; the key and scope checks are the dependencies' own functions.
     state = request.app.state
     settings = state.settings
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    key = token.strip() if scheme.lower() == "bearer" and token.strip() else None
+    key = await bearer_key(request)
     if (version is not None) + (alias is not None) + latest > 1:
         raise ValidationError("version, alias and latest are mutually exclusive: give at most one")
     found = _resolved_without_io(state, key, name, version, alias)

@@ -37,16 +37,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from service.serving.inference_thread import InferenceWorker, inference_worker, resolve_threads
 
 if TYPE_CHECKING:
     from service.config import Settings
@@ -79,30 +78,12 @@ class BatcherConfig:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> BatcherConfig:
-        threads = settings.TORCH_THREADS
         return cls(max_batch=settings.PREDICT_MAX_BATCH, max_wait_ms=settings.PREDICT_MAX_WAIT_MS,
                    max_queue=settings.PREDICT_MAX_QUEUE, trace=settings.PREDICT_TRACE,
-                   torch_threads=auto_threads() if threads == "auto" else threads)
+                   torch_threads=resolve_threads(settings.TORCH_THREADS))
 
 
-def auto_threads() -> int:
-    """Usable CPUs minus one (for the HTTP side), at least 1."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cpus = os.cpu_count() or 1
-    return max(1, cpus - 1)
-
-
-def set_torch_threads(threads: int) -> None:
-    """Fix torch's intra-op threads for the calling thread and the process (0 = leave torch's default)."""
-    if threads > 0:
-        import torch
-
-        torch.set_num_threads(threads)
-
-
-# ---- requests and batchers (state guarded by the worker's lock) ------------------------------------------
+# ---- requests and batchers (state guarded by the inference worker's lock) ------------------------------------------
 
 @dataclass(eq=False)  # identity: requests hold arrays
 class _Request:
@@ -175,15 +156,20 @@ class MicroBatcher:
         is empty); requests already queued still run."""
         self._retired = True
 
-    # -- called by the worker with its lock held --
-    def _dispatchable_at(self) -> float:
-        """When the queue may be dispatched (perf_counter time; <= now means at once)."""
+    # -- the InferenceWorker's side: called with its lock held --
+    @property
+    def has_queued(self) -> bool:
+        return bool(self._queue)
+
+    def dispatch_at(self) -> float:
+        """When the (non-empty) queue may be dispatched (perf_counter time; <= now means at once)."""
         head = self._queue[0]
         if head.lone or self._queued >= self.max_batch:
             return 0.0
         return head.arrived + self.max_wait
 
-    def _take(self) -> list[_Request]:
+    def take_batch(self) -> list[_Request]:
+        """The next batch (whole requests, FIFO, <= max_batch images); marks this batcher busy when non-empty."""
         batch: list[_Request] = []
         images = 0
         while self._queue:
@@ -198,10 +184,15 @@ class MicroBatcher:
             self._queued -= req.count
             batch.append(req)
             images += req.count
+        self._busy = bool(batch)
         return batch
 
-    # -- called by the worker without the lock --
-    def _execute(self, batch: list[_Request]) -> list[tuple[_Request, list | None, BaseException | None]]:
+    def batch_done(self) -> None:
+        """The batch taken last has run: idle again (before its callers hear back: their next request is lone)."""
+        self._busy = False
+
+    # -- called by the worker without its lock --
+    def execute(self, batch: list[_Request]) -> list[tuple[_Request, list | None, BaseException | None]]:
         """Run the batch -> (request, its results, or its exception) for each; delivered by the caller."""
         started = time.perf_counter()
         failed = []
@@ -222,7 +213,7 @@ class MicroBatcher:
                 return [*failed, (batch[0], None, exc)]
             # isolate: each request alone, so only the failing ones see an exception
             log.warning("batch of %d requests failed (%s); re-running them one by one", len(batch), exc)
-            return [*failed, *(item for req in batch for item in self._execute([req]))]
+            return [*failed, *(item for req in batch for item in self.execute([req]))]
         seconds = time.perf_counter() - started
         out, offset = failed, 0
         for req in batch:
@@ -242,131 +233,3 @@ class MicroBatcher:
         if len(results) != len(arrays):
             raise RuntimeError(f"run_batch returned {len(results)} results for {len(arrays)} images")
         return results
-
-
-def _deliver(items: list[tuple[_Request, list | None, BaseException | None]]) -> None:
-    """From the inference thread: resolve futures on their event loops (one callback per loop)."""
-    by_loop: dict[asyncio.AbstractEventLoop, list] = {}
-    for item in items:
-        by_loop.setdefault(item[0].loop, []).append(item)
-    for loop, group in by_loop.items():
-        try:
-            loop.call_soon_threadsafe(_resolve, group)
-        except RuntimeError:  # that loop is closed: nobody is waiting any more
-            pass
-
-
-def _resolve(group: list) -> None:
-    for req, result, exc in group:
-        if req.future.done():
-            continue
-        if exc is not None:
-            req.future.set_exception(exc)
-        else:
-            req.future.set_result(result)
-
-
-# ---- the inference thread -------------------------------------------------------------------------------
-
-class InferenceWorker:
-    """One thread that runs every network call of the process: batches of all batchers, round-robin, and
-    plain calls (`call(fn)`: load-time tracing and warm-up). Started on first use; daemon."""
-
-    def __init__(self, torch_threads: int = 0, name: str = "headwise-infer"):
-        self.torch_threads, self.name = torch_threads, name
-        self.cond = threading.Condition()
-        self._ready: deque[MicroBatcher] = deque()  # batchers with queued requests, round-robin order
-        self._calls: deque[tuple[Future, Callable, tuple]] = deque()
-        self._thread: threading.Thread | None = None
-
-    def ready(self, batcher: MicroBatcher) -> None:
-        """With cond held: `batcher` has queued work."""
-        if batcher not in self._ready:
-            self._ready.append(batcher)
-        self._start()
-        self.cond.notify()
-
-    def call(self, fn: Callable, *args) -> Future:
-        future: Future = Future()
-        with self.cond:
-            self._calls.append((future, fn, args))
-            self._start()
-            self.cond.notify()
-        return future
-
-    def run(self, fn: Callable, *args):
-        """Blocking: fn(*args) in the inference thread (directly when already in it)."""
-        if threading.current_thread() is self._thread:
-            return fn(*args)
-        return self.call(fn, *args).result()
-
-    def _start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
-            self._thread.start()
-
-    def _next(self) -> tuple[str, object]:
-        """Block until there is a call to make or a batch to run; -> ("call", item) | ("batch", batcher)."""
-        with self.cond:
-            while True:
-                if self._calls:
-                    return "call", self._calls.popleft()
-                now, wake = time.perf_counter(), None
-                for batcher in list(self._ready):
-                    if not batcher._queue:
-                        self._ready.remove(batcher)
-                        continue
-                    at = batcher._dispatchable_at()
-                    if at <= now:
-                        batch = batcher._take()
-                        self._ready.remove(batcher)
-                        if batcher._queue:
-                            self._ready.append(batcher)  # round-robin: to the back
-                        if batch:
-                            batcher._busy = True
-                            return "batch", (batcher, batch)
-                        continue
-                    wake = at if wake is None else min(wake, at)
-                self.cond.wait(None if wake is None else max(0.0, wake - now))
-
-    def _loop(self) -> None:
-        set_torch_threads(self.torch_threads)
-        while True:
-            kind, item = self._next()
-            if kind == "call":
-                future, fn, args = item
-                if future.set_running_or_notify_cancel():
-                    try:
-                        future.set_result(fn(*args))
-                    except BaseException as exc:  # handed to the caller
-                        future.set_exception(exc)
-                continue
-            batcher, batch = item
-            try:
-                items = batcher._execute(batch)
-            except Exception:  # never let the thread die: every later request would hang
-                log.exception("inference worker: unexpected error running a batch")
-                items = [(r, None, RuntimeError("internal error in the inference thread")) for r in batch]
-            with self.cond:  # idle again BEFORE the callers hear back: their next request is a lone one
-                batcher._busy = False
-            _deliver(items)
-
-
-_worker: InferenceWorker | None = None
-_worker_lock = threading.Lock()
-
-
-def inference_worker() -> InferenceWorker:
-    """The process's inference thread (torch threads from Settings.TORCH_THREADS), created on first use."""
-    global _worker
-    with _worker_lock:
-        if _worker is None:
-            from service.config import get_settings
-
-            _worker = InferenceWorker(BatcherConfig.from_settings(get_settings()).torch_threads)
-        return _worker
-
-
-def run_in_inference_thread(fn: Callable, *args):
-    """Blocking helper for non-async callers (tracing and warm-up on load, benchmarks)."""
-    return inference_worker().run(fn, *args)

@@ -20,7 +20,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from service.serving.batcher import BatcherConfig, MicroBatcher, OnBatch, run_in_inference_thread
+from service.serving.batcher import BatcherConfig, MicroBatcher, OnBatch
+from service.serving.inference_thread import run_in_inference_thread
 from service.serving.runtimes import uses_torch
 
 RESOLVE_TTL = 1.0

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from service.config import Settings
-from service.serving.batcher import BatcherConfig, InferenceWorker, MicroBatcher, Overloaded
+from service.serving.batcher import BatcherConfig, MicroBatcher, Overloaded
+from service.serving.inference_thread import InferenceWorker
 
 
 def images(*ids: int) -> np.ndarray:
@@ -328,3 +329,17 @@ def test_lazy_requests_prepare_in_the_inference_thread_and_fail_alone(executor):
     assert isinstance(bad, ValueError) and "not an image" in str(bad)
     assert set(prepared_in) == net.threads and len(net.threads) == 1  # the inference thread
     assert net.sizes == [2, 1, 2]
+
+
+def test_inference_thread_uses_only_the_batchers_public_side():
+    """InferenceWorker drives a MicroBatcher through its public methods, never its private fields."""
+    import ast
+    from pathlib import Path
+
+    import service.serving.inference_thread as thread_module
+
+    tree = ast.parse(Path(thread_module.__file__).read_text())
+    private = sorted({f"{node.value.id}.{node.attr}" for node in ast.walk(tree)
+                      if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")
+                      and isinstance(node.value, ast.Name) and node.value.id not in ("self", "cls")})
+    assert private == [], private

@@ -16,7 +16,7 @@ import math
 from functools import partial
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import ValidationError as PydanticValidationError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
@@ -24,7 +24,7 @@ from starlette.concurrency import run_in_threadpool
 from service.api.deps import bearer_key, check_scope
 from service.api.errors import validation_detail
 from service.api.models import get_version
-from service.api.schemas import ALIAS_PATTERN, ErrorRead, ModelRef, PredictCreate, PredictRead
+from service.api.schemas import ALIAS_PATTERN, ErrorRead, PredictCreate, PredictRead
 from service.api.uploads import MemorySink, StreamingForm, check_content_length
 from service.auth import Principal
 from service.errors import (
@@ -162,7 +162,7 @@ async def predict(
                                        "(exclusive with version and latest)")] = None,
     latest: Annotated[bool, Query(description="serve the newest version (the default; exclusive with version "
                                   "and alias)")] = False,
-) -> PredictRead:
+) -> Response:
     # The hot path skips FastAPI dependencies (a sync one is a threadpool hop; solving them costs ~0.5 ms on this
     # machine): app state is read directly; the key and scope checks are the dependencies' own functions.
     state = request.app.state
@@ -179,7 +179,29 @@ async def predict(
         raise ValidationError(f"{field}: at least one image is required")
     entry = await load_entry(state, version_id, artifact)
     outputs = await run_images(request, entry, blobs=blobs, field=field)
-    return PredictRead(model=ModelRef(name=name, version=number), alias=alias, predictions=outputs)
+    return predict_response(name, number, outputs, alias)
+
+
+def predict_response(name: str, number: int, predictions: list[dict], alias: str | None = None) -> Response:
+    """The PredictRead body (its schema documents the route), encoded once with the standard library: our own
+    Predictor built it, so it is not validated again nor walked by jsonable_encoder. A non-finite number (a
+    diverged model) becomes null, as pydantic's JSON mode writes it."""
+    body = {"model": {"name": name, "version": number}, "alias": alias, "predictions": predictions}
+    try:
+        text = json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    except ValueError:
+        text = json.dumps(_finite(body), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    return Response(text.encode(), media_type="application/json")
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
 
 
 async def load_entry(state: Any, version_id: str, artifact: str) -> Any:

@@ -109,3 +109,14 @@ def test_predict_onnx_version_equals_torch_version(client: TestClient, auth, app
             assert x[task].get("label") == y[task].get("label") and x[task].get("gated") == y[task].get("gated")
             if y[task].get("value") is not None:
                 assert x[task]["value"] == pytest.approx(y[task]["value"], abs=1e-5)
+
+
+def test_predict_response_is_encoded_once_and_non_finite_numbers_become_null() -> None:
+    from service.api.predict import predict_response
+
+    preds = [{"size": {"value": float("nan"), "gated": False}, "hue": {"value": 0.25}, "c": {"label": "é"}}]
+    r = predict_response("m", 3, preds)
+    assert r.media_type == "application/json"
+    assert json.loads(r.body) == {"model": {"name": "m", "version": 3}, "alias": None,
+                                  "predictions": [{"size": {"value": None, "gated": False}, "hue": {"value": 0.25},
+                                                   "c": {"label": "é"}}]}

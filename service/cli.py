@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from service.config import Settings, get_settings
+from service.supervisor import WorkerSupervisor
 
 WORKER_APP = "worker.app:app"
 
@@ -121,7 +122,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings.DATA_DIR.mkdir(parents=True, exist_ok=True)
     run_migrations(settings.DATABASE_URL)
     key = ensure_admin_key(settings)
-    worker = None if args.no_worker else start_worker(settings)
+    worker = None if args.no_worker else WorkerSupervisor(lambda: start_worker(settings), stop_process).start()
     # uvicorn re-raises SIGTERM after its graceful shutdown: turn it into SystemExit so `finally` stops the worker
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
@@ -131,7 +132,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         _run_uvicorn(create_app(settings), settings)
     finally:
         if worker is not None:
-            stop_process(worker)
+            worker.stop()
     return 0
 
 
@@ -253,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="headwise", description="Headwise: train and serve multi-task CNNs")
     sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="embedded mode: migrations, one worker, the API (SQLite, no Redis)")
+    serve = sub.add_parser("serve", help="embedded mode: migrations, one supervised worker, the API (SQLite, no Redis)")
     api = sub.add_parser("api", help="the API server only")
     for p in (serve, api):
         p.add_argument("--host", help="default HEADWISE_HOST (127.0.0.1)")

@@ -9,6 +9,7 @@
   `worker_ready`; it only uses the database and the producer, so it works with every broker (Redis or the
   embedded SQLite one) and needs no celery beat. Every worker runs one; their updates are conditional, so
   two reapers never requeue the same job twice.
+- worker/presence.py registers the worker and heartbeats it (GET /v1/workers, /ready's worker count).
 """
 
 from __future__ import annotations
@@ -90,15 +91,34 @@ def _preload_engine() -> None:
     threading.Thread(target=run, name="headwise-preload", daemon=True).start()
 
 
+_queues: list[str] = []
+
+
+@signals.worker_init.connect
+def _name_worker(sender=None, **_kwargs) -> None:
+    """Before the pool forks: fix this worker's registry id (children claim jobs under it)."""
+    from worker import presence
+
+    try:
+        _queues[:] = sorted(sender.app.amqp.queues.consume_from or sender.app.amqp.queues)
+    except Exception:  # noqa: BLE001 - the list is informative only
+        _queues[:] = [TRAIN_QUEUE]
+    presence.start_id()
+
+
 @signals.worker_ready.connect
 def _start_reaper(sender=None, **_kwargs) -> None:
+    from worker import presence
     from worker.reaper import start_reaper_thread
 
+    presence.start(_queues or [TRAIN_QUEUE])
     start_reaper_thread(get_settings().REAPER_SECONDS)
 
 
 @signals.worker_shutdown.connect
 def _stop_reaper(**_kwargs) -> None:
+    from worker import presence
     from worker.reaper import stop_reaper_thread
 
     stop_reaper_thread()
+    presence.stop()

@@ -32,7 +32,8 @@ REGISTER_TRIES = 5
 
 
 def worker_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """The registry id of the worker whose pool runs this process (worker/presence.py), else host:pid."""
+    return os.environ.get("HEADWISE_WORKER_ID") or f"{socket.gethostname()}:{os.getpid()}"
 
 
 def run_job(job_id: str) -> str:

@@ -26,6 +26,7 @@ from service.api import (
     registry,
     ui,
     v2,
+    workers,
 )
 from service.api.errors import install_error_handlers
 from service.api.schemas import ErrorRead
@@ -43,7 +44,7 @@ log = logging.getLogger("headwise.api")
 
 def api_router() -> APIRouter:
     router = APIRouter()
-    for module in (predict, v2, health, datasets, jobs, models, registry, keys):  # predict first: the hot path matches at once
+    for module in (predict, v2, health, datasets, jobs, models, registry, keys, workers):  # predict first: the hot path matches at once
         router.include_router(module.router)
     return router
 
@@ -60,7 +61,7 @@ Every `/v1` endpoint needs `Authorization: Bearer <key>`. Errors are `{"error": 
 | `GET /v1/models/...` | `models:read` |
 | aliases (`PUT/DELETE`, rollback), `PATCH/DELETE /v1/models/{name}/versions/{v}` | `models:write` |
 | `POST /v1/models/{name}/predict` | `predict` |
-| `/v1/keys` | `admin` |
+| `/v1/keys`, `GET /v1/workers` | `admin` |
 
 `admin` implies every scope. Another team's resources answer 404.
 """

@@ -9,12 +9,13 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
-from service.api.deps import EnqueueDep, SessionDep, StorageDep, get_principal, require
+from service.api.deps import EnqueueDep, SessionDep, SettingsDep, StorageDep, get_principal, require
 from service.api.schemas import ErrorRead, JobCreate, JobList, JobRead, ModelRef, Progress
 from service.auth import Principal
 from service.db import datasets as datasets_repo
 from service.db import jobs as jobs_repo
 from service.db import registry as registry_repo
+from service.db import workers as workers_repo
 from service.db.tables import Job, utcnow
 from service.domain import ACTIVE_STATUSES, JobStatus
 from service.errors import ConflictError, NotFoundError, UnavailableError
@@ -24,7 +25,7 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 ERRORS = {code: {"model": ErrorRead} for code in (401, 403, 404, 409, 422, 503)}
 
 
-def job_read(job: Job, model: tuple[str, int] | None = None) -> JobRead:
+def job_read(job: Job, model: tuple[str, int] | None = None, status_detail: str | None = None) -> JobRead:
     progress = dict(job.progress or {})
     if progress.get("epochs") is None:
         progress["epochs"] = ((job.spec or {}).get("training") or {}).get("epochs")
@@ -32,14 +33,32 @@ def job_read(job: Job, model: tuple[str, int] | None = None) -> JobRead:
         id=job.id, status=job.status, dataset_id=job.dataset_id, model_name=job.model_name, spec=job.spec or {},
         progress=Progress(**{k: progress[k] for k in ("epoch", "epochs", "fraction") if progress.get(k) is not None}),
         history=job.history or [], metrics=job.metrics or {}, error=job.error,
-        cancel_requested=bool(job.cancel_requested), attempts=job.attempts or 0,
+        cancel_requested=bool(job.cancel_requested), attempts=job.attempts or 0, status_detail=status_detail,
         model=ModelRef(name=model[0], version=model[1]) if model else None,
         created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at,
     )
 
 
-def _read(session: Session, job: Job) -> JobRead:
-    return job_read(job, registry_repo.job_versions(session=session, job_ids=[job.id]).get(job.id))
+def _read(session: Session, job: Job, lease: int) -> JobRead:
+    detail = waiting_detail(session, [job], lease).get(job.id)
+    return job_read(job, registry_repo.job_versions(session=session, job_ids=[job.id]).get(job.id), detail)
+
+
+def waiting_detail(session: Session, jobs: list[Job], lease: int) -> dict[str, str]:
+    """{job id: why it waits} for active jobs that no live worker is working on (the registry's view)."""
+    active = [j for j in jobs if j.status in ACTIVE_STATUSES]
+    if not active:
+        return {}
+    alive = workers_repo.count_alive(session=session, lease_seconds=lease)
+    out: dict[str, str] = {}
+    for job in active:
+        if job.status == JobStatus.QUEUED and alive == 0:
+            out[job.id] = "waiting for a worker: none is alive"
+        elif job.status == JobStatus.RUNNING and not workers_repo.is_alive(session=session, worker_id=job.worker,
+                                                                   lease_seconds=lease):
+            out[job.id] = (f"its worker stopped heartbeating; a live worker's reaper requeues it once the lease "
+                           f"({lease} s) expires" + ("" if alive else " (waiting for a worker: none is alive)"))
+    return out
 
 
 def _get(session: Session, job_id: str, principal: Principal) -> Job:
@@ -86,6 +105,7 @@ def create_job(
 def list_jobs(
     principal: Annotated[Principal, Depends(get_principal)],
     session: SessionDep,
+    settings: SettingsDep,
     status: JobStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
@@ -93,12 +113,15 @@ def list_jobs(
     jobs, total = jobs_repo.list_team_jobs(session=session, team=principal.team, status=status, limit=limit,
                                       offset=offset)
     models = registry_repo.job_versions(session=session, job_ids=[j.id for j in jobs])
-    return JobList(items=[job_read(j, models.get(j.id)) for j in jobs], total=total, limit=limit, offset=offset)
+    details = waiting_detail(session, jobs, settings.JOB_LEASE_SECONDS)
+    return JobList(items=[job_read(j, models.get(j.id), details.get(j.id)) for j in jobs], total=total,
+                   limit=limit, offset=offset)
 
 
 @router.get("/{job_id}", response_model=JobRead, responses=ERRORS, summary="One job with progress and history")
-def get_job(job_id: str, principal: Annotated[Principal, Depends(get_principal)], session: SessionDep) -> JobRead:
-    return _read(session, _get(session, job_id, principal))
+def get_job(job_id: str, principal: Annotated[Principal, Depends(get_principal)], session: SessionDep,
+            settings: SettingsDep) -> JobRead:
+    return _read(session, _get(session, job_id, principal), settings.JOB_LEASE_SECONDS)
 
 
 @router.post(
@@ -108,7 +131,8 @@ def get_job(job_id: str, principal: Annotated[Principal, Depends(get_principal)]
     summary="Cancel: a queued job never starts (200); a running job stops at its next step (202); 409 if finished",
 )
 def cancel_job(
-    job_id: str, principal: Annotated[Principal, Depends(require("jobs:write"))], session: SessionDep
+    job_id: str, principal: Annotated[Principal, Depends(require("jobs:write"))], session: SessionDep,
+    settings: SettingsDep,
 ) -> JSONResponse:
     job = _get(session, job_id, principal)
     if job.status == JobStatus.QUEUED and jobs_repo.cancel_queued_job(session=session, job_id=job.id, when=utcnow()):
@@ -122,4 +146,4 @@ def cancel_job(
         raise ConflictError(f"job '{job_id}' already finished ({job.status}); nothing to cancel")
     session.commit()
     session.refresh(job)
-    return JSONResponse(_read(session, job).model_dump(mode="json"), status_code=code)
+    return JSONResponse(_read(session, job, settings.JOB_LEASE_SECONDS).model_dump(mode="json"), status_code=code)

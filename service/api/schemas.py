@@ -32,9 +32,15 @@ class HealthRead(BaseModel):
     status: str = "ok"
 
 
+class WorkersAlive(BaseModel):
+    alive: int | None = None  # None when the database could not say
+    detail: str
+
+
 class ReadyRead(BaseModel):
     status: Literal["ok", "unavailable"]
     checks: dict[str, str]
+    workers: WorkersAlive | None = None  # reported, never a readiness condition (README "Scaling out")
     error: str | None = None  # set with 503, like every error body
     detail: str | None = None
 
@@ -107,6 +113,8 @@ class JobRead(BaseModel):
     error: str | None = None
     cancel_requested: bool
     attempts: int
+    # queued/running jobs only: set while no live worker can take it on (e.g. "waiting for a worker: none alive")
+    status_detail: str | None = None
     model: ModelRef | None = None
     created_at: Timestamp
     started_at: Timestamp | None
@@ -224,3 +232,23 @@ class KeyCreated(KeyRead):
 
 class KeyList(BaseModel):
     items: list[KeyRead]
+
+
+# ---- workers -----------------------------------------------------------------------------------------
+class WorkerRead(BaseModel):
+    id: str
+    host: str
+    pid: int
+    queues: list[str]
+    device: str
+    current_job: str | None = None  # shown for the caller's team (root: every team)
+    alive: bool
+    started_at: Timestamp
+    last_seen_at: Timestamp
+    stopped_at: Timestamp | None = None
+
+
+class WorkerList(BaseModel):
+    items: list[WorkerRead]
+    alive: int
+    lease_seconds: int

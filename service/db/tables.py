@@ -137,3 +137,19 @@ class AliasEvent(Base):
     key_id: Mapped[str | None] = mapped_column(String(32), nullable=True)  # None: a server-side (CLI) change
     key_name: Mapped[str | None] = mapped_column(String(200), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Worker(Base):
+    """A training worker (its Celery main process): registered at start, heartbeating while alive, marked stopped
+    on a clean shutdown. Alive = not stopped and seen within the job lease (service/db/workers.py)."""
+
+    __tablename__ = "workers"
+
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)  # "<host>:<pid>:<random>", also Job.worker
+    host: Mapped[str] = mapped_column(String(200))
+    pid: Mapped[int] = mapped_column(Integer)
+    queues: Mapped[list[str]] = mapped_column(JSON, default=list)
+    device: Mapped[str] = mapped_column(String(200))
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    stopped_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

@@ -29,6 +29,7 @@ from service.api import (
     workers,
 )
 from service.api.errors import install_error_handlers
+from service.api.openapi import add_models, body_models
 from service.api.schemas import ErrorRead
 from service.auth import KeyAuthenticator
 from service.config import Settings, get_settings
@@ -86,6 +87,7 @@ def _error_openapi(app: FastAPI) -> None:
     def openapi() -> dict:
         if app.openapi_schema is None:
             schema = FastAPI.openapi(app)
+            add_models(schema, body_models())  # bodies parsed by hand (one-call POST /v1/jobs)
             ref = {"$ref": "#/components/schemas/ErrorRead"}
             components = schema.setdefault("components", {}).setdefault("schemas", {})
             components.setdefault("ErrorRead", ErrorRead.model_json_schema())

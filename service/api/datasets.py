@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -11,19 +10,25 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from service.api.deps import SessionDep, SettingsDep, StorageDep, get_principal, require
+from service.api.ingest import (
+    Received,
+    check_archive,
+    dataset_name,
+    received,
+    spec_field,
+    store_dataset,
+    table_warnings,
+)
 from service.api.schemas import AuditCreate, AuditRead, DatasetCreated, DatasetList, DatasetRead, ErrorRead
-from service.api.uploads import FileSink, StreamingForm, check_content_length
 from service.auth import Principal
 from service.db import datasets as datasets_repo
-from service.db.tables import Dataset, new_id
-from service.errors import ConflictError, NotFoundError, UnsupportedMediaError, ValidationError
+from service.db.tables import Dataset
+from service.errors import ConflictError, NotFoundError
 from service.storage import Storage
 
 log = logging.getLogger("headwise.api")
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
-FORMATS = {".zip": "zip", ".npz": "npz"}
-FORM_OVERHEAD = 1024 * 1024  # multipart headers and text fields on top of the file cap
 UPLOAD_BODY = {
     "requestBody": {
         "required": True,
@@ -35,6 +40,8 @@ UPLOAD_BODY = {
                     "properties": {
                         "file": {"type": "string", "format": "binary", "description": ".zip or .npz dataset"},
                         "name": {"type": "string", "maxLength": 200},
+                        "spec": {"type": "string", "description": "optional task spec (JSON text): every label "
+                                 "is checked against it now (422 naming row and column)"},
                     },
                 }
             }
@@ -51,39 +58,21 @@ def _get(session: Session, dataset_id: str, principal: Principal) -> Dataset:
     return row
 
 
-def _ingest(session: Session, storage: Storage, tmp: Path, *, team: str, name: str, filename: str,
-            fmt: str, size: int, sha256: str) -> DatasetCreated:
-    """Blocking: decode + validate the archive, move it into datasets/<id>/ and commit the row."""
-    from service.ml.data import DataError, read_table, summarize, verify_images
-
+def _ingest(session: Session, storage: Storage, got: Received, *, team: str, name: str,
+            spec: dict | None) -> DatasetCreated:
+    """Blocking: decode + validate the archive (and its labels against `spec`), move it into place, commit."""
+    table, _resolved = check_archive(got, spec)
     try:
-        table = read_table(tmp)
-        verify_images(tmp, table)  # decode every image: truncated/undecodable files are rejected now, not in training
-    except DataError as exc:  # name the uploaded file, not the temporary one
-        raise DataError(str(exc).replace(tmp.name, filename)) from None
-    if table.source == tmp.name:
-        table.source = filename
-    columns = summarize(table)
-    dataset_id = new_id()
-    final = storage.dataset_dir(dataset_id) / f"dataset.{fmt}"
-    try:
-        storage.move_into(tmp, final)
-        storage.save_table(dataset_id, table)
-        row = datasets_repo.insert_dataset(
-            session=session, id=dataset_id, team=team, name=name, format=fmt, filename=filename,
-            num_samples=len(table.keys), columns=columns, size_bytes=size, sha256=sha256, path=storage.rel(final),
-        )
+        row = store_dataset(session, storage, got, table, team=team, name=name)
         session.commit()
     except BaseException:
         session.rollback()
-        storage.remove_dataset(dataset_id)
         raise
-    warnings = [str(w) for w in getattr(table, "warnings", None) or []]
-    return DatasetCreated.model_validate(row).model_copy(update={"warnings": warnings})
+    return DatasetCreated.model_validate(row).model_copy(update={"warnings": table_warnings(table)})
 
 
 @router.post("", status_code=201, response_model=DatasetCreated, openapi_extra=UPLOAD_BODY, responses=ERRORS,
-             summary="Upload a dataset (.zip or .npz), validated before it is stored")
+             summary="Upload a dataset (.zip or .npz), validated before it is stored (labels too, given a spec)")
 async def upload_dataset(
     request: Request,
     principal: Annotated[Principal, Depends(require("datasets:write"))],
@@ -91,39 +80,10 @@ async def upload_dataset(
     settings: SettingsDep,
     storage: StorageDep,
 ) -> DatasetCreated:
-    cap = settings.MAX_UPLOAD_BYTES
-    check_content_length(request.headers.get("content-length"), cap + FORM_OVERHEAD)
-    tmp_paths: list[Path] = []
-
-    def open_file(field: str, filename: str, _ctype: str) -> FileSink:
-        if field != "file":
-            raise ValidationError(f"unexpected file field '{field}': send the archive as 'file'")
-        if tmp_paths:
-            raise ValidationError("file: send exactly one archive")
-        suffix = Path(filename).suffix.lower()
-        if suffix not in FORMATS:
-            raise UnsupportedMediaError(f"file: '{filename}' is not a .zip or .npz archive")
-        tmp_paths.append(storage.new_tmp_path(suffix))
-        return FileSink(tmp_paths[-1], cap, label=f"file '{filename}'")
-
-    form = StreamingForm(request.headers.get("content-type", ""), open_file)
-    try:
-        await form.consume(request.stream(), cap + FORM_OVERHEAD)
-        if not form.files:
-            raise ValidationError("file: field required (a .zip or .npz archive)")
-        _field, filename, sink = form.files[0]
-        assert isinstance(sink, FileSink)
-        name = (form.fields.get("name") or "").strip() or Path(filename).stem or "dataset"
-        if len(name) > 200:
-            raise ValidationError("name: at most 200 characters")
-        return await run_in_threadpool(
-            _ingest, session, storage, sink.path, team=principal.team, name=name, filename=Path(filename).name,
-            fmt=FORMATS[sink.path.suffix], size=sink.size, sha256=sink.sha256,
-        )
-    finally:  # success moved the file away; any failure leaves nothing behind
-        form.close_all()
-        for path in tmp_paths:
-            storage.remove(path)
+    async with received(request, settings, storage) as got:
+        name = dataset_name(got.fields.get("name"), got.filename)
+        spec = spec_field(got.fields.get("spec"))
+        return await run_in_threadpool(_ingest, session, storage, got, team=principal.team, name=name, spec=spec)
 
 
 @router.get("", response_model=DatasetList, responses=ERRORS, summary="The team's datasets")

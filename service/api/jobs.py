@@ -5,11 +5,14 @@ from __future__ import annotations
 import logging
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from service.api.deps import EnqueueDep, SessionDep, SettingsDep, StorageDep, get_principal, require
+from service.api.ingest import received
+from service.api.one_call import create_from_upload, parse_json_body
 from service.api.schemas import ErrorRead, JobCreate, JobList, JobRead, ModelRef, Progress
 from service.auth import Principal
 from service.db import datasets as datasets_repo
@@ -18,7 +21,14 @@ from service.db import registry as registry_repo
 from service.db import workers as workers_repo
 from service.db.tables import Job, utcnow
 from service.domain import ACTIVE_STATUSES, JobStatus
-from service.errors import ConflictError, NotFoundError, UnavailableError
+from service.errors import (
+    ConflictError,
+    ForbiddenError,
+    NotFoundError,
+    UnavailableError,
+    UnsupportedMediaError,
+)
+from service.storage import Storage
 
 log = logging.getLogger("headwise.api")
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -68,28 +78,61 @@ def _get(session: Session, job_id: str, principal: Principal) -> Job:
     return job
 
 
-@router.post("", status_code=202, response_model=JobRead, responses=ERRORS,
-             summary="Queue a training job (the spec is validated against the dataset first)")
-def create_job(
-    body: JobCreate,
+JOB_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/JobCreate"}},
+            "multipart/form-data": {"schema": {"$ref": "#/components/schemas/JobUpload"}},
+        },
+    }
+}
+
+
+@router.post("", status_code=202, response_model=JobRead, responses=ERRORS, openapi_extra=JOB_BODY,
+             summary="Queue a training job: JSON on an uploaded dataset, or multipart uploading the dataset in the "
+                     "same call (the spec and every label are checked first)")
+async def create_job(
+    request: Request,
     principal: Annotated[Principal, Depends(require("jobs:write"))],
     session: SessionDep,
+    settings: SettingsDep,
     storage: StorageDep,
     enqueue: EnqueueDep,
 ) -> JSONResponse:
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype == "multipart/form-data":
+        if not principal.has("datasets:write"):
+            raise ForbiddenError("this API key lacks the scope 'datasets:write' (the call uploads a dataset)")
+        async with received(request, settings, storage) as got:
+            job = await run_in_threadpool(create_from_upload, session, storage, got, principal.team)
+    elif ctype in ("application/json", ""):
+        body = parse_json_body(await request.body(), JobCreate)
+        job = await run_in_threadpool(_create_on_dataset, session, storage, body, principal.team)
+    else:
+        raise UnsupportedMediaError("send application/json (dataset_id, model_name, spec) or multipart/form-data "
+                                    "(file, spec, model_name, dataset_name)")
+    return await run_in_threadpool(_enqueue, session, job, enqueue)
+
+
+def _create_on_dataset(session: Session, storage: Storage, body: JobCreate, team: str) -> Job:
     from service.ml.data import encode_labels, resolve_spec
     from service.ml.spec import parse_spec
 
-    dataset = datasets_repo.get_dataset(session=session, dataset_id=body.dataset_id, team=principal.team)
+    dataset = datasets_repo.get_dataset(session=session, dataset_id=body.dataset_id, team=team)
     if dataset is None:
         raise NotFoundError(f"dataset_id: dataset '{body.dataset_id}' not found")
     spec = parse_spec(body.spec)  # SpecError -> 422 naming the field
     table = storage.load_table(dataset.id, dataset.path)
     spec = resolve_spec(spec, table)  # unknown column, class not in data
     encode_labels(spec, table)  # DataError -> 422: wrong kinds, NaN/inf, naming row and column (not in the worker)
-    job = jobs_repo.create_job(session=session, team=principal.team, dataset_id=dataset.id,
-                          model_name=body.model_name, spec=spec.to_json_dict())
+    job = jobs_repo.create_job(session=session, team=team, dataset_id=dataset.id, model_name=body.model_name,
+                               spec=spec.to_json_dict())
     session.commit()  # the worker must find the row: enqueue only after the commit
+    return job
+
+
+def _enqueue(session: Session, job: Job, enqueue) -> JSONResponse:
     try:
         enqueue(job.id)
     except Exception as exc:  # noqa: BLE001 - broker down: the job cannot start, say so

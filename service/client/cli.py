@@ -249,7 +249,7 @@ def cmd_jobs_watch(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     with _client(args) as c:
-        result = c.predict(args.model, list(args.images), version=args.version)
+        result = c.predict(args.model, list(args.images), version=args.version, alias=args.alias)
     if args.json:
         _print_json(result)
         return 0
@@ -260,7 +260,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     rows = [[Path(img).name] + [format_output(p.get(t)) for t in tasks]
             for img, p in zip(args.images, preds, strict=False)]
     m = result.get("model") or {}
-    print(f"model {m.get('name')} version {m.get('version')}")
+    via = f" (alias {result['alias']})" if result.get("alias") else ""
+    print(f"model {m.get('name')} version {m.get('version')}{via}")
     print(table(rows, ["image", *tasks]))
     return 0
 
@@ -335,8 +336,13 @@ def add_client_commands(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("predict", parents=[common], help="predict every head for images (a table)")
     p.add_argument("--model", required=True)
     p.add_argument("--version", type=int, default=None, help="model version (default latest)")
+    p.add_argument("--alias", default=None, help="serve the version this alias points at (e.g. production)")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.set_defaults(func=_guard(cmd_predict))
+
+    from service.client.models_cli import add_models_commands
+
+    add_models_commands(subparsers, common, _guard)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

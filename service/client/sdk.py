@@ -287,13 +287,45 @@ class Client:
     def task_plot_png(self, name: str, version: int, task: str) -> bytes:
         return self._request("GET", f"/v1/models/{name}/versions/{version}/plots/{task}.png").content
 
+    # ---- registry: aliases, notes, deletion (scope models:write) --------------------------------------
+    def set_alias(self, name: str, alias: str, version: int) -> dict[str, Any]:
+        """Point `alias` at `version` (created or moved); returns the recorded move {from_version, to_version...}."""
+        return self._json("PUT", f"/v1/models/{name}/aliases/{alias}", json={"version": version})
+
+    def delete_alias(self, name: str, alias: str) -> None:
+        self._request("DELETE", f"/v1/models/{name}/aliases/{alias}")
+
+    def rollback_alias(self, name: str, alias: str) -> dict[str, Any]:
+        """Move `alias` back to its previous version (Conflict when there is none)."""
+        return self._json("POST", f"/v1/models/{name}/aliases/{alias}/rollback")
+
+    def alias_history(self, name: str, alias: str) -> list[dict[str, Any]]:
+        return _items(self._json("GET", f"/v1/models/{name}/aliases/{alias}/history"))
+
+    def update_version(self, name: str, version: int, *, description: str | None | object = ...,
+                       tags: Sequence[str] | None | object = ...) -> dict[str, Any]:
+        """Set a version's description and/or tags (arguments left out stay as they are)."""
+        body: dict[str, Any] = {}
+        if description is not ...:
+            body["description"] = description
+        if tags is not ...:
+            body["tags"] = list(tags) if tags is not None else None  # type: ignore[arg-type]
+        return self._json("PATCH", f"/v1/models/{name}/versions/{version}", json=body)
+
+    def delete_version(self, name: str, version: int) -> None:
+        """Delete a version and its files (Conflict while an alias points at it)."""
+        self._request("DELETE", f"/v1/models/{name}/versions/{version}")
+
     # ---- predict -----------------------------------------------------------------------------------
     def predict(self, name: str, images: Sequence[ImageInput] | ImageInput, version: int | None = None,
-                *, as_json: bool = False) -> dict[str, Any]:
-        """Run the model on images (paths or raw bytes); multipart by default, base64 JSON with as_json."""
+                *, alias: str | None = None, as_json: bool = False) -> dict[str, Any]:
+        """Run the model on images (paths or raw bytes); multipart by default, base64 JSON with as_json.
+        `version` or `alias` picks the version (default the latest); the answer's "model" says which served."""
         if isinstance(images, str | bytes | bytearray | os.PathLike):
             images = [images]
-        params = {"version": version} if version is not None else None
+        params: dict[str, Any] | None = {"version": version} if version is not None else None
+        if alias is not None:
+            params = {**(params or {}), "alias": alias}
         path = f"/v1/models/{name}/predict"
         if as_json:
             blobs = [bytes(i) if isinstance(i, bytes | bytearray) else Path(i).read_bytes() for i in images]

@@ -365,15 +365,39 @@ async function showModel(name) {
   $("#model-detail").hidden = false;
   $("#version-detail").hidden = true;
   $("#model-title").textContent = name;
+  renderAliases(name, model.aliases || []);
   const versions = (model.versions || []).slice().sort((a, b) => b.version - a.version);
+  const button = (text, cls, fn) => el("button", { type: "button", class: cls, onclick: (e) => { e.stopPropagation(); guarded(fn); } }, text);
   fill($("#versions-table tbody"), versions.map((v) => {
     const row = el("tr", { class: "clickable", dataset: { version: v.version } },
-      el("td", {}, `v${v.version}`), el("td", { class: "muted" }, metricSummary(v.metrics)),
+      el("td", {}, `v${v.version}`), el("td", { class: "version-aliases" }, (v.aliases || []).join(", ")),
+      el("td", { class: "muted" }, metricSummary(v.metrics)),
       el("td", { class: "mono" }, v.job_id), el("td", {}, when(v.created_at)),
-      el("td", {}, el("button", { type: "button", class: "secondary", onclick: (e) => { e.stopPropagation(); guarded(() => tryVersion(name, v.version)); } }, "Try it")));
+      el("td", {}, button("Try it", "secondary", () => tryVersion(name, v.version)), " ",
+        button("Promote", "secondary promote", () => promote(name, v.version))));
     row.addEventListener("click", () => { select(row.parentNode, row); guarded(() => showVersion(name, v)); });
     return row;
   }));
+}
+// Aliases: one line per alias with its Roll back button; Promote (per version) moves the alias typed above.
+function renderAliases(name, aliases) {
+  const box = $("#model-aliases");
+  if (!aliases.length) { box.replaceChildren(el("p", { class: "muted" }, "no aliases")); return; }
+  box.replaceChildren(...aliases.map((a) => el("p", { class: "alias", dataset: { alias: a.alias } },
+    el("strong", {}, a.alias), ` → v${a.version} `,
+    el("button", { type: "button", class: "secondary rollback", onclick: () => guarded(() => rollback(name, a.alias)) }, "Roll back"))));
+}
+const aliasPath = (name, alias) => `/v1/models/${encodeURIComponent(name)}/aliases/${encodeURIComponent(alias)}`;
+async function promote(name, version) {
+  const alias = $("#promote-alias").value.trim();
+  const ev = await api(aliasPath(name, alias), { method: "PUT", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ version }) });
+  toast(`${alias}: ${ev.from_version ? `v${ev.from_version}` : "new"} → v${ev.to_version}`, "info");
+  await showModel(name);
+}
+async function rollback(name, alias) {
+  const ev = await api(`${aliasPath(name, alias)}/rollback`, { method: "POST" });
+  toast(`${alias}: v${ev.from_version} → v${ev.to_version} (rolled back)`, "info");
+  await showModel(name);
 }
 async function showVersion(name, v) {
   $("#version-detail").hidden = false;

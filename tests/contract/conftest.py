@@ -44,3 +44,27 @@ def pg_settings(tmp_path, postgres_url: str) -> Iterator[Settings]:
     migrate(postgres_url)
     yield Settings(DATA_DIR=tmp_path / "data", DATABASE_URL=postgres_url, BROKER_URL="memory://",
                    ADMIN_KEY=ADMIN_KEY, SECRET="test-secret", MAX_PREDICT_IMAGES=4)
+
+
+@pytest.fixture
+def live_url(app) -> Iterator[str]:
+    """The test app behind a real uvicorn HTTP server on 127.0.0.1 (a free port), in a thread."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started, "uvicorn did not start"
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)

@@ -1,0 +1,118 @@
+"""`headwise models ...`: the registry from the command line (list, show, aliases, rollback, notes, delete)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from typing import Any
+
+from service.client import Client
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def _client(args: argparse.Namespace) -> Client:
+    return Client(args.url, args.key, timeout=args.timeout)
+
+
+def _move(event: dict[str, Any]) -> str:
+    before = "-" if event.get("from_version") is None else f"v{event['from_version']}"
+    after = "-" if event.get("to_version") is None else f"v{event['to_version']}"
+    return f"{event.get('alias')}: {before} -> {after} ({event.get('action')})"
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    from service.client.cli import table
+
+    with _client(args) as c:
+        items = c.list_models()
+    if args.json:
+        print(json.dumps(items, indent=2))
+        return 0
+    print(table([(m["name"], m.get("latest_version"), str(m.get("created_at", ""))[:19]) for m in items],
+                ["model", "latest", "created"]))
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from service.client.cli import table
+
+    with _client(args) as c:
+        model = c.get_model(args.name)
+    if args.json:
+        print(json.dumps(model, indent=2))
+        return 0
+    aliases = ", ".join(f"{a['alias']}=v{a['version']}" for a in model.get("aliases") or []) or "-"
+    print(f"model {model['name']}  latest v{model.get('latest_version')}  aliases: {aliases}")
+    rows = [(v["version"], ", ".join(v.get("aliases") or []), ", ".join(v.get("tags") or []),
+             (v.get("description") or "")[:50], str(v.get("created_at", ""))[:19]) for v in model["versions"]]
+    print(table(rows, ["version", "aliases", "tags", "description", "created"]))
+    return 0
+
+
+def cmd_alias(args: argparse.Namespace) -> int:
+    with _client(args) as c:
+        if args.alias_command == "set":
+            print(_move(c.set_alias(args.name, args.alias, args.version)))
+        elif args.alias_command == "rm":
+            c.delete_alias(args.name, args.alias)
+            print(f"deleted alias {args.alias}")
+        elif args.alias_command == "rollback":
+            print(_move(c.rollback_alias(args.name, args.alias)))
+        else:
+            for event in c.alias_history(args.name, args.alias):
+                who = event.get("key_name") or event.get("key_id") or "server"
+                print(f"{event['seq']:>4}  {str(event['created_at'])[:19]}  {_move(event)}  by {who}")
+    return 0
+
+
+def cmd_version(args: argparse.Namespace) -> int:
+    with _client(args) as c:
+        if args.version_command == "rm":
+            c.delete_version(args.name, args.version)
+            print(f"deleted {args.name} v{args.version}")
+            return 0
+        changes: dict[str, Any] = {}
+        if args.description is not None:
+            changes["description"] = args.description
+        if args.tags is not None:
+            changes["tags"] = [t for t in args.tags.split(",") if t]
+        v = c.update_version(args.name, args.version, **changes)
+    print(f"{args.name} v{v['version']}  tags: {', '.join(v.get('tags') or []) or '-'}  "
+          f"description: {v.get('description') or '-'}")
+    return 0
+
+
+def add_models_commands(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser,
+                        guard: Callable[[Command], Command]) -> None:
+    models = subparsers.add_parser("models", help="registered models: list, show, aliases, notes, delete")
+    msub = models.add_subparsers(dest="models_command", metavar="{ls,show,alias,version}", required=True)
+    msub.add_parser("ls", parents=[common], help="list models").set_defaults(func=guard(cmd_ls))
+    p = msub.add_parser("show", parents=[common], help="a model's aliases and versions")
+    p.add_argument("name")
+    p.set_defaults(func=guard(cmd_show))
+
+    alias = msub.add_parser("alias", help="set (promote), rm, rollback an alias; its history")
+    asub = alias.add_subparsers(dest="alias_command", metavar="{set,rm,rollback,history}", required=True)
+    for name, text in (("set", "point ALIAS at VERSION"), ("rm", "delete an alias"),
+                       ("rollback", "move ALIAS back to its previous version"), ("history", "every move")):
+        p = asub.add_parser(name, parents=[common], help=text)
+        p.add_argument("name", help="model name")
+        p.add_argument("alias")
+        if name == "set":
+            p.add_argument("version", type=int)
+        p.set_defaults(func=guard(cmd_alias))
+
+    version = msub.add_parser("version", help="edit (description, tags) or rm a version")
+    vsub = version.add_subparsers(dest="version_command", metavar="{edit,rm}", required=True)
+    p = vsub.add_parser("edit", parents=[common], help="set description and/or tags")
+    p.add_argument("name")
+    p.add_argument("version", type=int)
+    p.add_argument("--description")
+    p.add_argument("--tags", help="comma-separated; replaces the version's tags ('' clears them)")
+    p.set_defaults(func=guard(cmd_version))
+    p = vsub.add_parser("rm", parents=[common], help="delete a version and its files")
+    p.add_argument("name")
+    p.add_argument("version", type=int)
+    p.set_defaults(func=guard(cmd_version))

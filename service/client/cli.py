@@ -165,7 +165,11 @@ def cmd_datasets_rm(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     spec = json.loads(Path(args.spec).read_text())
     with _client(args) as c:
-        job = c.create_job(args.dataset, args.model, spec)
+        if args.file:  # one call: upload + train
+            job = c.train(args.file, spec, args.model, dataset_name=args.dataset_name)
+            print(f"dataset {job.get('dataset_id')} uploaded")
+        else:
+            job = c.create_job(args.dataset, args.model, spec)
         print(f"job {job['id']} {job.get('status')}  (model {args.model})")
         if not args.watch:
             return 0
@@ -317,7 +321,10 @@ def add_client_commands(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_guard(cmd_datasets_rm))
 
     p = subparsers.add_parser("train", parents=[common], help="start a training job")
-    p.add_argument("--dataset", required=True, help="dataset id")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--dataset", help="id of an uploaded dataset")
+    source.add_argument("--file", help="a .zip/.npz to upload and train on in one call")
+    p.add_argument("--dataset-name", help="with --file: the new dataset's name (default the file's)")
     p.add_argument("--spec", required=True, help="task spec JSON file")
     p.add_argument("--model", required=True, help="registered model name")
     p.add_argument("--watch", action="store_true", help="follow progress until the job ends")

@@ -226,6 +226,17 @@ class Client:
         body = {"dataset_id": dataset_id, "model_name": model_name, "spec": spec}
         return self._json("POST", "/v1/jobs", json=body)
 
+    def train(self, file: str | os.PathLike, spec: dict[str, Any], model_name: str,
+              dataset_name: str | None = None) -> dict[str, Any]:
+        """One call: upload the dataset and queue its training job (the spec and every label are checked first;
+        on any error nothing is created). Returns the queued job, with its new `dataset_id`."""
+        path = Path(file)
+        data = {"spec": json.dumps(spec), "model_name": model_name}
+        if dataset_name:
+            data["dataset_name"] = dataset_name
+        with path.open("rb") as fh:
+            return self._json("POST", "/v1/jobs", files={"file": (path.name, fh)}, data=data)
+
     def list_jobs(self) -> list[dict[str, Any]]:
         return _items(self._json("GET", "/v1/jobs"))
 

@@ -147,3 +147,24 @@ def test_upload_with_spec_checks_labels(client: TestClient, auth, app, settings,
     r = client.post("/v1/datasets", headers=auth, files={"file": ("ok.zip", example_zip.read_bytes())},
                     data={"spec": "{nope"})
     assert r.status_code == 422 and r.json()["detail"].startswith("spec: not valid JSON")
+
+
+def test_one_call_from_python_client_and_cli(live_url: str, make_key, app, enqueued, example_zip: Path,
+                                             tmp_path: Path, capsys) -> None:
+    from service.client import Client, Invalid
+    from service.client.cli import main as cli_main
+
+    key = make_key()
+    with Client(live_url, key) as c:
+        job = c.train(example_zip, tiny_spec(), "shapes", dataset_name="from-sdk")
+        assert job["status"] == "queued" and c.get_dataset(job["dataset_id"])["name"] == "from-sdk"
+        with pytest.raises(Invalid) as info:
+            c.train(with_bad_size(example_zip, tmp_path / "bad.zip"), tiny_spec(), "shapes")
+        assert "column 'size'" in info.value.detail
+    spec_path = tmp_path / "spec.json"
+    spec_path.write_text(json.dumps(tiny_spec()))
+    code = cli_main(["train", "--file", str(example_zip), "--spec", str(spec_path), "--model", "cli-one",
+                     "--url", live_url, "--key", key])
+    out = capsys.readouterr().out
+    assert code == 0 and "uploaded" in out and "(model cli-one)" in out
+    assert counts(app) == (2, 2) and len(enqueued.job_ids) == 2

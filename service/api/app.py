@@ -15,6 +15,7 @@ from sqlalchemy.orm import sessionmaker
 
 from service.api import (
     datasets,
+    docs,
     events,
     health,
     jobs,
@@ -131,11 +132,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="Headwise", version=_app_version(), description=DESCRIPTION, lifespan=lifespan,
-                  docs_url="/docs", redoc_url="/redoc", openapi_url="/openapi.json")
+                  docs_url=None, redoc_url=None, openapi_url="/openapi.json")  # docs: served offline below
     settings = settings or get_settings()
     init_state(app, settings)
     install_error_handlers(app)
     app.include_router(api_router())
+    app.include_router(docs.docs_router(app))  # /docs, /redoc and their assets, no CDN
     for module in (events, plots, ui):
         app.include_router(module.router)
     metrics.install(app, settings)  # /metrics and the request-metrics middleware

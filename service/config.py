@@ -36,6 +36,12 @@ class Settings(BaseSettings):
     WEIGHTS_DIR: Path | None = None
     TRAIN_DEVICE: str = "auto"
 
+    # Object storage (issue 14): s3://bucket/prefix (endpoint, region, credentials from the standard AWS_*
+    # variables) or file:///dir; empty = DATA_DIR is the only copy (embedded default). CACHE_BYTES bounds the
+    # local read-through cache of stored datasets and artifacts (LRU).
+    STORAGE_URL: str = ""
+    CACHE_BYTES: int = Field(default=20 * 1024**3, ge=0)
+
     # Jobs and workers (owner: worker). A running job's lease is its heartbeat; the reaper requeues a job whose
     # heartbeat is older than JOB_LEASE_SECONDS and fails it once it has been attempted MAX_ATTEMPTS times.
     JOB_LEASE_SECONDS: int = Field(default=60, ge=5)

@@ -23,7 +23,7 @@ from service.db import jobs as jobs_repo
 from service.db import registry as registry_repo
 from service.db.base import get_sessionmaker, session_scope
 from service.db.tables import Dataset, Job
-from service.storage import Storage
+from service.storage import Storage, storage_for
 from worker.monitor import CANCELLED, LEASE_LOST, TIMEOUT, JobMonitor, jsonable
 
 log = logging.getLogger("headwise.worker")
@@ -40,7 +40,7 @@ def run_job(job_id: str) -> str:
     """Run one delivery of job `job_id`. Returns what happened: "skipped" (not claimable), "succeeded",
     "failed", "cancelled" or "lease_lost" (this attempt was requeued elsewhere; row left alone)."""
     settings = get_settings()
-    storage = Storage(settings.DATA_DIR)
+    storage = storage_for(settings)
     try:
         with session_scope() as session:
             job = jobs_repo.claim_job(session=session, job_id=job_id, worker=worker_name())
@@ -164,11 +164,12 @@ def _register(job: Job, result: Any, checksums: dict[str, str], tmp: Path, stora
                 session.rollback()
                 return None
             number = version.version
-            final = storage.abs(version.artifact_path)
+            final = storage.local(version.artifact_path)
             if final.exists():  # left by a crash between rename and commit; the version lock is ours
                 storage.remove(final)
             final.parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp, final)
+            _publish(storage, final, job.id)  # every file stored before the version row commits
         except (IntegrityError, OperationalError) as exc:  # before COMMIT: nothing was written
             session.rollback()
             session.close()
@@ -198,6 +199,22 @@ def _register(job: Job, result: Any, checksums: dict[str, str], tmp: Path, stora
         finally:
             session.close()
     return None
+
+
+def _publish(storage: Storage, final: Path, job_id: str) -> None:
+    """Upload the artifact to object storage (no-op without one), retrying a flaky store a few times; raises
+    ObjectStoreUnavailableError at last (the job then fails; nothing is registered)."""
+    from service.storage.objects import ObjectStoreUnavailableError
+
+    for attempt in range(1, REGISTER_TRIES + 1):
+        try:
+            storage.publish(final)
+            return
+        except ObjectStoreUnavailableError as exc:
+            if attempt == REGISTER_TRIES:
+                raise
+            log.warning("job %s: storing the artifact failed (%s); retrying", job_id, exc)
+            time.sleep(min(10.0, 0.5 * 2 ** attempt))
 
 
 def _registered_version(job_id: str) -> bool | None:

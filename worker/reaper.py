@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from datetime import timedelta
 
 from service.config import get_settings
@@ -104,8 +105,33 @@ def _remove_checkpoints(job_id: str) -> None:
     Storage(get_settings().DATA_DIR).remove(Storage(get_settings().DATA_DIR).job_dir(job_id))
 
 
+SWEEP_SECONDS = 3600.0  # object storage orphan sweep: at most hourly per worker
+
+
+def sweep_storage(grace_seconds: float | None = None) -> dict[str, int]:
+    """Remove objects no database row points at (orphans of failed registrations, deleted rows). No-op without
+    object storage."""
+    from service.db.stored import live_paths
+    from service.storage import storage_for
+    from service.storage.remote import SWEEP_GRACE_SECONDS
+
+    storage = storage_for(get_settings())
+    if storage.mirror is None:
+        return {}
+    with session_scope() as session:
+        live = live_paths(session=session)
+    return storage.mirror.sweep(live, SWEEP_GRACE_SECONDS if grace_seconds is None else grace_seconds)
+
+
 def _loop(interval: float) -> None:
+    next_sweep = time.monotonic() + SWEEP_SECONDS / 10  # first sweep soon after start, then hourly
     while not _stop.wait(interval):
+        if time.monotonic() >= next_sweep:
+            next_sweep = time.monotonic() + SWEEP_SECONDS
+            try:
+                sweep_storage()
+            except Exception:  # noqa: BLE001 - the store is down: next time
+                log.exception("storage sweep failed")
         try:
             counts = reap_stale_jobs()
             counts["enqueued_again"] = ring_lost_doorbells()

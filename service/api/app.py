@@ -39,7 +39,7 @@ from service.observability import batch_observer
 from service.serving.batcher import BatcherConfig
 from service.serving.predictor_cache import PredictorCache
 from service.serving.runtimes import load_predictor
-from service.storage import Storage
+from service.storage import storage_for
 
 log = logging.getLogger("headwise.api")
 
@@ -108,7 +108,7 @@ def _error_openapi(app: FastAPI) -> None:
 
 def init_state(app: FastAPI, settings: Settings) -> None:
     """(Re)bind the app to settings: database engine, storage, key cache, model cache."""
-    storage = Storage(settings.DATA_DIR)
+    storage = storage_for(settings)
     storage.ensure()
     storage.sweep_tmp()  # partial uploads / artifact staging of processes killed mid-write
     engine = make_engine(settings.DATABASE_URL)

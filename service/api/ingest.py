@@ -124,6 +124,7 @@ def store_dataset(session: Session, storage: Storage, got: Received, table: Any,
     try:
         storage.move_into(got.path, final)
         storage.save_table(dataset_id, table)
+        storage.publish(final, got.sha256)  # object storage (503 + Retry-After when down); before the row
         return datasets_repo.insert_dataset(
             session=session, id=dataset_id, team=team, name=name, format=got.fmt, filename=got.filename,
             num_samples=len(table.keys), columns=summarize(table), size_bytes=got.size, sha256=got.sha256,

@@ -130,5 +130,6 @@ def delete_version(name: str, version: Version, principal: Writer, session: Sess
     session.commit()
     _moved(request)
     request.app.state.predictors.discard(version_id)
-    storage.remove(storage.abs(path))
+    storage.remove(storage.local(path))
+    storage.unpublish(path)  # object storage: its ref and the blobs nothing else names
     return Response(status_code=204)

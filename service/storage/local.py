@@ -7,6 +7,11 @@ Layout (paths stored in the database are relative to DATA_DIR):
     artifacts/<model>/<version>/  model artifacts (<model> is the registered model id: unique across teams)
     jobs/<id>/checkpoints/        resumable training checkpoints
     tmp/                          in-flight uploads and atomic-write staging
+    cache/                        read-through cache of object storage (service/storage/cache.py)
+
+With object storage configured (HEADWISE_STORAGE_URL, see service/storage/remote.py) DATA_DIR is this host's own
+working directory: datasets and artifacts are PUBLISHED to the store once final (publish()), and a path that is
+missing here is read through the cache (abs() returns the cached copy), so hosts share nothing but the store.
 """
 
 from __future__ import annotations
@@ -25,8 +30,13 @@ TMP_MAX_AGE_SECONDS = 24 * 3600  # tmp/ entries older than this are leftovers of
 
 
 class Storage:
-    def __init__(self, data_dir: Path | str):
+    def __init__(self, data_dir: Path | str, mirror: Any = None):
         self.root = Path(data_dir).expanduser().resolve()
+        self.mirror = mirror  # service.storage.remote.Mirror, or None: the local directory is the only copy
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.root / "cache"
 
     # ---- layout --------------------------------------------------------------------------------------
     @property
@@ -60,10 +70,39 @@ class Storage:
         return Path(path).resolve().relative_to(self.root).as_posix()
 
     def abs(self, rel: str) -> Path:
+        """The local path of rel; with object storage, a published path missing here is read through the cache
+        (raises ObjectStoreUnavailableError when the store cannot be reached)."""
+        path = self.local(rel)
+        if self.mirror is not None and not path.exists():
+            cached = self.mirror.materialize(Path(rel).as_posix())
+            if cached is not None:
+                return cached
+        return path
+
+    def local(self, rel: str) -> Path:
         path = (self.root / rel).resolve()
         if not path.is_relative_to(self.root):
             raise ValueError(f"path {rel!r} escapes the data directory")
         return path
+
+    # ---- object storage --------------------------------------------------------------------------------
+    def publish(self, path: Path, digest: str | None = None) -> None:
+        """Make a final file or directory visible to every host (no-op without object storage). Raises
+        ObjectStoreUnavailableError; call it BEFORE the database row that names the path commits."""
+        if self.mirror is not None:
+            self.mirror.publish(self.rel(path), Path(path), digest)
+
+    def unpublish(self, rel_prefix: str) -> None:
+        """Remove what was published at or under rel_prefix (refs, then blobs nothing else names). Best effort:
+        called after the row is gone, so a store that is down leaves the objects to the sweeper."""
+        if self.mirror is None:
+            return
+        try:
+            self.mirror.unpublish(rel_prefix)
+        except Exception as exc:  # noqa: BLE001
+            import logging
+
+            logging.getLogger("headwise.storage").warning("%s: objects left for the sweeper: %s", rel_prefix, exc)
 
     # ---- writes --------------------------------------------------------------------------------------
     def new_tmp_path(self, suffix: str = "") -> Path:
@@ -138,6 +177,8 @@ class Storage:
 
     def remove_dataset(self, dataset_id: str) -> None:
         self.remove(self.dataset_dir(dataset_id))
+        if self.mirror is not None:
+            self.unpublish(f"datasets/{_safe(dataset_id)}")
 
     def iter_files(self, directory: Path) -> Iterator[Path]:
         """Regular files under directory (sorted, no symlinks, no hidden staging files)."""

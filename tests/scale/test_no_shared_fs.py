@@ -1,0 +1,113 @@
+"""Beyond one machine, simulated: two `headwise api` and two `headwise worker` processes, each with its OWN empty
+data directory, sharing only PostgreSQL, Redis and a real S3-protocol server (moto's server mode). Upload through
+API 1, train on whichever worker takes the job, stream its events and predict through API 2, delete through
+API 1: no object is left in the bucket."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+import httpx
+import pytest
+
+from service.client import iter_sse
+from tests.chaos.conftest import FAST
+from tests.e2e.harness import (
+    LogBook,
+    Proc,
+    base_env,
+    check_prediction,
+    expect,
+    free_port,
+    headwise_cmd,
+    make_dataset,
+    multipart_files,
+    run_cli,
+    sample_images,
+    tiny_spec,
+    wait_healthy,
+    wait_until,
+)
+from tests.scale.s3server import MotoS3
+
+pytestmark = pytest.mark.slow
+MODEL = "no-shared-fs"
+
+
+def test_two_apis_two_workers_share_nothing_but_db_broker_and_s3(
+    tmp_path: Path, shared_pg_url: str, shared_redis_url: str, moto_server: MotoS3
+) -> None:
+    moto_server.bucket = "headwise-" + secrets.token_hex(4)
+    moto_server.create_bucket()
+    admin = "scale-admin-" + secrets.token_urlsafe(16)
+    common = dict(HEADWISE_DATABASE_URL=shared_pg_url, HEADWISE_BROKER_URL=shared_redis_url,
+                  HEADWISE_STORAGE_URL=f"s3://{moto_server.bucket}/headwise", HEADWISE_ADMIN_KEY=admin,
+                  HEADWISE_SECRET=secrets.token_hex(32), **moto_server.env(), **FAST)
+    book, procs, urls = LogBook(), [], []
+
+    def start(name: str, *args: str, **extra: str) -> Proc:
+        data = tmp_path / name / "data"
+        data.mkdir(parents=True)
+        env = base_env(HEADWISE_DATA_DIR=str(data), **common, **extra)
+        proc = Proc(name, headwise_cmd(*args), env, book.add(name, tmp_path / f"{name}.log"))
+        procs.append(proc)
+        return proc
+
+    (tmp_path / "migrate").mkdir()
+    migrate_env = base_env(HEADWISE_DATA_DIR=str(tmp_path / "migrate"), **common)
+    assert run_cli(["migrate"], migrate_env, book, "migrate").returncode == 0
+    try:
+        for name in ("api1", "api2"):
+            port = free_port()
+            api = start(name, "api", HEADWISE_HOST="127.0.0.1", HEADWISE_PORT=str(port))
+            urls.append(f"http://127.0.0.1:{port}")
+            wait_healthy(urls[-1], api)
+        for name in ("worker1", "worker2"):
+            start(name, "worker", "--queues", "gpu", "--concurrency", "1")
+        headers = {"Authorization": f"Bearer {admin}"}
+        api1 = httpx.Client(base_url=urls[0], headers=headers, timeout=60)
+        api2 = httpx.Client(base_url=urls[1], headers=headers, timeout=60)
+        wait_until("two workers alive", lambda: expect(api2.get("/v1/workers"), 200)["alive"] == 2, 90)
+
+        dataset_file = make_dataset(tmp_path / "dataset", n=64)
+        with open(dataset_file, "rb") as fh:
+            ds = expect(api1.post("/v1/datasets", files={"file": ("d.zip", fh, "application/zip")}), 201)
+        job = expect(api1.post("/v1/jobs", json={"dataset_id": ds["id"], "model_name": MODEL,
+                                                 "spec": tiny_spec(epochs=2)}), 202)
+
+        events = []
+        with api2.stream("GET", f"/v1/jobs/{job['id']}/events", timeout=180) as resp:
+            assert resp.status_code == 200, resp.read()
+            for event in iter_sse(resp.iter_lines()):
+                events.append(event)
+                if event.event == "status" and event.data["status"] in ("succeeded", "failed", "cancelled"):
+                    break
+        assert events[-1].data["status"] == "succeeded", events[-1].data
+        assert [e.data["epoch"] for e in events if e.event == "epoch"] == [1, 2]
+
+        out = expect(api2.post(f"/v1/models/{MODEL}/predict", files=multipart_files(sample_images(dataset_file, 2))),
+                     200)
+        assert out["model"] == {"name": MODEL, "version": 1} and len(out["predictions"]) == 2
+        for pred in out["predictions"]:
+            check_prediction(pred)
+        keys = moto_server.keys()
+        assert any(f"/refs/datasets/{ds['id']}/" in k for k in keys) and any("/refs/artifacts/" in k for k in keys)
+        # API 2 and the worker that trained read the archive / artifact through their own caches
+        api2_data = tmp_path / "api2" / "data"
+        assert not (api2_data / "datasets" / ds["id"]).exists() and any((api2_data / "cache").rglob("*.safetensors"))
+        trained_on = [n for n in ("worker1", "worker2") if (tmp_path / n / "data" / "cache").exists()]
+        assert len(trained_on) == 1, trained_on
+
+        assert api1.delete(f"/v1/models/{MODEL}/versions/1").status_code == 204
+        assert api1.delete(f"/v1/datasets/{ds['id']}").status_code == 204
+        assert moto_server.keys() == [], moto_server.keys()
+        api1.close()
+        api2.close()
+    except BaseException:
+        for label, text in book.log_sections():
+            print(f"----- {label}\n{text}")
+        raise
+    finally:
+        for proc in reversed(procs):
+            proc.stop()

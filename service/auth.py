@@ -22,12 +22,12 @@ from sqlalchemy.orm import Session
 from service.config import Settings
 from service.db import keys as keys_repo
 from service.db.tables import ApiKey, utcnow
+from service.domain import DEFAULT_TEAM, SCOPES
 from service.errors import AuthError
 
 log = logging.getLogger("headwise.auth")
+__all__ = ["DEFAULT_TEAM", "SCOPES", "KeyAuthenticator", "Principal", "check_scopes", "create_key", "load_secret"]
 
-SCOPES = ("datasets:write", "jobs:write", "models:read", "models:write", "predict", "admin")
-DEFAULT_TEAM = "default"
 KEY_PREFIX = "hw_"
 CACHE_TTL_SECONDS = 5.0
 LAST_USED_INTERVAL_SECONDS = 60.0

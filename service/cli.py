@@ -14,12 +14,22 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from service.config import Settings, get_settings
+from service.domain import DEFAULT_TEAM
 from service.supervisor import WorkerSupervisor
 
+if TYPE_CHECKING:  # the parser and --help load no server module: settings are read by the commands that use them
+    from service.config import Settings
+
 WORKER_APP = "worker.app:app"
+
+
+def get_settings() -> Settings:
+    """The cached server settings, imported on first use (--help and the client commands never load them)."""
+    from service.config import get_settings as cached
+
+    return cached()
 
 
 def migrations_dir() -> Path:
@@ -88,7 +98,7 @@ def _exit_on_sigterm(signum: int, _frame: object) -> None:
 
 def ensure_admin_key(settings: Settings) -> str | None:
     """On first start without HEADWISE_ADMIN_KEY: create an admin key of team 'default' -> the key (else None)."""
-    from service.auth import DEFAULT_TEAM, create_key, load_secret
+    from service.auth import create_key, load_secret
     from service.db import keys as keys_repo
     from service.db.base import session_scope
 
@@ -156,7 +166,7 @@ def cmd_migrate(_args: argparse.Namespace) -> int:
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
-    from service.auth import DEFAULT_TEAM, check_scopes, create_key, load_secret
+    from service.auth import check_scopes, create_key, load_secret
     from service.db import keys as keys_repo
     from service.db.base import session_scope
     from service.db.tables import utcnow
@@ -250,7 +260,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from service.auth import SCOPES
+    from service.domain import SCOPES
 
     parser = argparse.ArgumentParser(prog="headwise", description="Headwise: train and serve multi-task CNNs")
     sub = parser.add_subparsers(dest="command", required=True)

@@ -6,6 +6,10 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
+# API key scopes (admin holds every scope) and the team of keys created without one.
+SCOPES = ("datasets:write", "jobs:write", "models:read", "models:write", "predict", "admin")
+DEFAULT_TEAM = "default"
+
 
 class JobStatus(StrEnum):
     """A training job's status: the one list used by the database, API schemas, metrics, events, the client and

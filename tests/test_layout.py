@@ -6,9 +6,10 @@
 3. Only service/api/** imports fastapi (or starlette underneath it). Only service/db/** builds SQL: no other
    module of service/ or worker/ uses sqlalchemy's select/insert/update/delete/text (imported by name or as
    sqlalchemy.<name>)
-4. service/client/** imports only the standard library, httpx, pydantic, service.client.* and service.domain
-   (no torch, sqlalchemy, celery or matplotlib: it must install and start fast); checked on the source and on
-   sys.modules after importing it
+4. service/client/** imports only the standard library, httpx, pydantic, service.client.*, service.domain and
+   service.api.schemas (the wire models, shared with the server; that module imports only pydantic and
+   service.domain): no torch, sqlalchemy, celery or matplotlib, so it installs and starts fast. Checked on the
+   source and on sys.modules after importing it
 Plus: matplotlib is imported only in service/reports/**.
 """
 
@@ -35,7 +36,8 @@ ML_LAZY = {"onnx", "onnxruntime"}
 FASTAPI_PACKAGES = {"fastapi", "starlette"}
 FASTAPI_ALLOWED = ("service/api/",)
 CLIENT_ALLOWED = {"httpx", "pydantic", "pydantic_core", "typing_extensions"}
-CLIENT_SERVICE_ALLOWED = ("service.client", "service.domain")
+CLIENT_SERVICE_ALLOWED = ("service.client", "service.domain", "service.api.schemas")
+SCHEMAS_ALLOWED = {"pydantic", "pydantic_core", "typing_extensions"}
 CLIENT_FORBIDDEN_LOADED = ("torch", "sqlalchemy", "celery", "matplotlib", "fastapi", "numpy", "PIL")
 SQL_BUILDERS = {"select", "insert", "update", "delete", "text"}
 SQL_MODULES = (
@@ -233,11 +235,21 @@ def test_client_imports_only_light_packages() -> None:
 def test_client_import_loads_no_heavy_package() -> None:
     """What `import service.client` (and the client CLI) really loads, in a fresh interpreter."""
     code = (
-        "import sys, service.client, service.client.cli\n"
+        "import sys, service.client, service.client.cli, service.client.sdk\n"
         f"print(','.join(sorted(m for m in {CLIENT_FORBIDDEN_LOADED!r} if m in sys.modules)))"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "", f"import service.client loaded: {out.stdout.strip()}"
+
+
+def test_wire_schemas_import_only_pydantic() -> None:
+    stdlib = set(sys.stdlib_module_names)
+    bad = [
+        _fmt(imp)
+        for imp in parse_imports(SERVICE / "api" / "schemas.py")
+        if not (_top(imp.module) in SCHEMAS_ALLOWED | stdlib | {"__future__"} or imp.module == "service.domain")
+    ]
+    assert not bad, "service/api/schemas.py (shared with the client) may import only pydantic:\n" + "\n".join(bad)
 
 
 def test_only_reports_import_matplotlib() -> None:

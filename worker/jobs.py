@@ -59,7 +59,8 @@ def run_job(job_id: str) -> str:
     log.info("job %s claimed (attempt %d) by %s", job_id, job.attempts, job.worker)
     # The lease is renewed from right after the claim: importing torch and decoding the dataset into the
     # image cache can take longer than the lease.
-    monitor = JobMonitor(job.id, job.attempts, _epochs_hint(job.spec), settings, history=job.history).start()
+    monitor = JobMonitor(job.id, job.attempts, _training_hint(job.spec, "epochs"), settings, history=job.history,
+                         batch_size=_training_hint(job.spec, "batch_size")).start()
     try:
         outcome = _train_and_register(job, dataset, settings, storage, monitor)
     except Exception as exc:
@@ -76,9 +77,10 @@ class DatabaseUnavailableError(Exception):
     """The job could not even be claimed because the database is unreachable (the task retries later)."""
 
 
-def _epochs_hint(spec: Any) -> int:
+def _training_hint(spec: Any, field: str) -> int:
+    """spec.training.<field> as an int for progress reports (0 when absent: the engine applies its default)."""
     try:
-        return int(spec["training"]["epochs"])
+        return int(spec["training"][field])
     except (KeyError, TypeError, ValueError):
         return 0
 

@@ -28,8 +28,8 @@ CANCELLED, LEASE_LOST, TIMEOUT = "cancelled", "lease_lost", "timeout"
 
 class JobMonitor:
     def __init__(self, job_id: str, attempt: int, epochs: int, settings: Settings,
-                 history: list[dict[str, Any]] | None = None):
-        self.job_id, self.attempt, self.epochs = job_id, attempt, epochs
+                 history: list[dict[str, Any]] | None = None, batch_size: int = 0):
+        self.job_id, self.attempt, self.epochs, self.batch_size = job_id, attempt, epochs, batch_size
         self.settings = settings
         self.history: list[dict[str, Any]] = list(history or [])
         self.progress: dict[str, Any] = {}
@@ -42,6 +42,7 @@ class JobMonitor:
         self._closed = threading.Event()
         self._deadline = time.monotonic() + settings.MAX_JOB_SECONDS
         self._last_progress = 0.0
+        self._pace: tuple[int, int, float] | None = None  # (epoch, batches done, time) at the first step seen
         self._last_beat = time.monotonic()
         self._next_poll = 0.0
         self._thread = threading.Thread(target=self._run, name=f"headwise-monitor-{job_id[:8]}", daemon=True)
@@ -59,13 +60,25 @@ class JobMonitor:
             self._wake.set()
 
     def on_step(self, item: dict[str, Any]) -> None:
-        """Called before each training step: refines `fraction` inside an epoch (written with the next flush)."""
+        """Called before each training step: progress inside the epoch (written with the next flush, so at most
+        every PROGRESS_SECONDS): `batch` of `batches` done, and from the pace since the epoch's first step seen,
+        images_per_second and eta_seconds (the rest of the run at that pace, validation not counted)."""
         epochs = max(self.epochs, 1)
-        done = (int(item.get("epoch", 1)) - 1 + (int(item.get("step", 1)) - 1) / max(int(item.get("steps", 1)), 1))
+        epoch, step, steps = int(item.get("epoch", 1)), int(item.get("step", 1)), max(int(item.get("steps", 1)), 1)
+        done_batches, now = step - 1, time.monotonic()
+        if self._pace is None or self._pace[0] != epoch:
+            self._pace = (epoch, done_batches, now)
+        progress: dict[str, Any] = {"fraction": round(min(1.0, (epoch - 1 + done_batches / steps) / epochs), 4),
+                                    "batch": done_batches, "batches": steps}
+        batches, seconds = done_batches - self._pace[1], now - self._pace[2]
+        if batches > 0 and seconds > 0:
+            per_second = batches / seconds
+            if self.batch_size:
+                progress["images_per_second"] = round(per_second * self.batch_size, 1)
+            progress["eta_seconds"] = round((steps - done_batches + (self.epochs - epoch) * steps) / per_second, 1)
         with self._lock:
             completed = self.progress.get("epoch", len(self.history))
-            self.progress = {"epoch": completed, "epochs": self.epochs,
-                             "fraction": round(min(1.0, done / epochs), 4)}
+            self.progress = {"epoch": completed, "epochs": self.epochs, **progress}
             self._dirty = True
 
     def should_stop(self) -> bool:

@@ -5,6 +5,9 @@ blocks) and sends
   event: status   when the status changes; data {"status", "progress", "error", "metrics", "model"}
   event: epoch    one per finished epoch, id = the epoch number; data = the stored history item plus
                   "epochs", "labelled" ({task: {"train", "val"}}) and "eta_seconds"
+  event: progress inside the running epoch, when the worker reported new batches (at most every
+                  PROGRESS_SECONDS); data {"epoch" (running, 1-based), "epochs", "batch", "batches", "fraction",
+                  "images_per_second", "eta_seconds"}; no id
 and ends after a final status event once the job is succeeded, failed or cancelled. Reconnecting with
 `Last-Event-ID: <epoch>` resumes after that epoch. Comment lines keep idle connections alive.
 """
@@ -39,7 +42,7 @@ SSE_RESPONSE = {
           # OpenAPI < 3.2: the schema of a text/event-stream describes each event
           "content": {"text/event-stream": {"schema": {
               "type": "object", "required": ["data"],
-              "properties": {"event": {"type": "string", "enum": ["status", "epoch"]},
+              "properties": {"event": {"type": "string", "enum": ["status", "epoch", "progress"]},
                              "data": {"type": "string", "description": "a JSON object"},
                              "id": {"type": "string", "description": "the epoch number (epoch events)"}}}}}},
     **{code: {"model": ErrorRead} for code in (401, 403, 404)},
@@ -81,6 +84,14 @@ def epoch_event(item: dict[str, Any], history: list[dict[str, Any]], epochs: int
     return {**item, "epoch": epoch, "epochs": epochs, "labelled": labelled, "eta_seconds": eta}
 
 
+def progress_event(progress: dict[str, Any]) -> dict[str, Any] | None:
+    """The running epoch's batch progress (epoch = the running epoch, 1-based), or None when there is none."""
+    if not isinstance(progress.get("batch"), int) or not isinstance(progress.get("batches"), int):
+        return None
+    keys = ("epochs", "batch", "batches", "fraction", "images_per_second", "eta_seconds")
+    return {"epoch": int(progress.get("epoch") or 0) + 1, **{k: progress.get(k) for k in keys}}
+
+
 def status_event(snap: dict[str, Any]) -> dict[str, Any]:
     return {k: snap[k] for k in ("status", "progress", "error", "metrics", "model")}
 
@@ -99,7 +110,7 @@ def parse_last_event_id(value: str | None) -> int:
 
 async def event_stream(request: Request, sessionmaker: Callable[[], Session], job_id: str, team: str,
                        after: int, snap: dict[str, Any]) -> AsyncIterator[str]:
-    sent, last_status, last_write = after, None, time.monotonic()
+    sent, last_status, last_write, last_progress = after, None, time.monotonic(), None
     while True:
         terminal = snap["status"] in TERMINAL_STATUSES
         if snap["status"] != last_status and not terminal:
@@ -113,6 +124,11 @@ async def event_stream(request: Request, sessionmaker: Callable[[], Session], jo
                 sent = epoch
                 yield sse("epoch", epoch_event(item, snap["history"], epochs), epoch)
                 last_write = time.monotonic()
+        progress = progress_event(snap["progress"])
+        if progress and not terminal and progress["epoch"] == sent + 1 and progress != last_progress:
+            last_progress = progress  # within the epoch after the last one sent; rate set by PROGRESS_SECONDS
+            yield sse("progress", progress)
+            last_write = time.monotonic()
         if terminal:
             yield sse("status", status_event(snap))
             return
@@ -129,7 +145,7 @@ async def event_stream(request: Request, sessionmaker: Callable[[], Session], jo
 
 
 @router.get("/{job_id}/events", response_class=StreamingResponse, responses=SSE_RESPONSE,
-            summary="Live progress (Server-Sent Events): one event per epoch, then the final status")
+            summary="Live progress (Server-Sent Events): batch progress, one event per epoch, then the final status")
 async def job_events(
     job_id: str,
     request: Request,

@@ -96,9 +96,13 @@ class ModelRef(BaseModel):
 
 
 class Progress(BaseModel):
-    epoch: int = 0
+    epoch: int = Field(default=0, description="epochs completed")
     epochs: int | None = None
     fraction: float = 0.0
+    batch: int | None = Field(default=None, description="batches done in the running epoch")
+    batches: int | None = Field(default=None, description="batches per epoch")
+    images_per_second: float | None = Field(default=None, description="training pace in the running epoch")
+    eta_seconds: float | None = Field(default=None, description="the rest of the run at that pace")
 
 
 class JobRead(BaseModel):

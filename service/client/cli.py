@@ -1,7 +1,9 @@
-"""Client-side CLI commands (`headwise datasets|train|jobs|predict|example-dataset`), talking to a server.
+"""Client-side CLI commands (`headwise datasets|train|jobs|predict`), talking to a server over HTTP.
 
 service/cli.py registers them with `add_client_commands(subparsers)`; each parser sets `func(args) -> int`.
-Server URL and key come from --url/--key or HEADWISE_URL/HEADWISE_API_KEY.
+Server URL and key come from --url/--key or HEADWISE_URL/HEADWISE_API_KEY. Startup cost matters (every command
+pays it): this module imports only the standard library; the SDK (httpx, pydantic) is imported by the command
+that runs, so `headwise --help` never loads it (bench/cli_startup.py measures both).
 """
 
 from __future__ import annotations
@@ -9,118 +11,44 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any
 
-from service.client import TERMINAL_STATUSES, Client, HeadwiseError
-from service.domain import JobStatus, main_metric
+from service.client.render import format_output, metrics_table, progress_line, table
+from service.client.watch import watch_job
+from service.domain import JobStatus
+
+if TYPE_CHECKING:
+    from service.api.schemas import JobRead
+    from service.client.sdk import Client
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 
 
-# ------------------------------------------------------------------------------------------- rendering
-def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
-    """A plain aligned text table."""
-    cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
-def format_output(out: Any) -> str:
-    """One head's prediction as a short cell: 'circle (0.93)', 'true (0.88)', '12.3', 'suppressed: ...'."""
-    if not isinstance(out, dict):
-        return str(out)
-    if out.get("gated"):
-        return f"suppressed ({out.get('reason') or 'gate negative'})"
-    if "probabilities" in out and isinstance(out["probabilities"], dict):
-        p = out["probabilities"].get(str(out.get("label")))
-        return f"{out.get('label')} ({p:.2f})" if isinstance(p, int | float) else str(out.get("label"))
-    if "probability" in out:
-        return f"{str(out.get('label')).lower()} ({float(out['probability']):.2f})"
-    if "value" in out:
-        v = out["value"]
-        return f"{v:.4g}" if isinstance(v, int | float) else str(v)
-    return json.dumps(out)
-
-
-def _fmt_num(v: Any) -> str:
-    return f"{v:.3g}" if isinstance(v, int | float) and not isinstance(v, bool) else "-"
-
-
-def _fmt_seconds(s: Any) -> str:
-    if not isinstance(s, int | float):
-        return "?"
-    s = int(round(s))
-    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
-
-
-def progress_line(event: dict[str, Any], width: int = 24) -> str:
-    """'[#####-----] 3/10  loss 0.52  category acc 0.81 | size mae 1.2  412 img/s  ETA 14s'."""
-    epoch, epochs = int(event.get("epoch") or 0), int(event.get("epochs") or 0)
-    frac = min(1.0, epoch / epochs) if epochs else 0.0
-    filled = int(round(frac * width))
-    parts = [f"[{'#' * filled}{'-' * (width - filled)}] {epoch}/{epochs or '?'}"]
-    parts.append(f"val_loss {_fmt_num(event.get('val_loss'))}")
-    heads = []
-    for task, val in (event.get("val") or {}).items():
-        metric = main_metric(val) if isinstance(val, dict) else None
-        loss = _fmt_num((val or {}).get("loss")) if isinstance(val, dict) else "-"
-        heads.append(f"{task} {metric} {_fmt_num(val.get(metric))}" if metric else f"{task} loss {loss}")
-    if heads:
-        parts.append(" | ".join(heads))
-    if isinstance(event.get("images_per_second"), int | float):
-        parts.append(f"{event['images_per_second']:.0f} img/s")
-    parts.append(f"ETA {_fmt_seconds(event.get('eta_seconds'))}")
-    return "  ".join(parts)
-
-
-def watch_job(client: Client, job_id: str, out: TextIO = sys.stdout) -> dict[str, Any]:
-    """Follow the job's SSE stream, drawing a progress line per epoch; returns the final job."""
-    tty = out.isatty()
-    cols = shutil.get_terminal_size((120, 20)).columns
-    last: str | None = None
-    for _attempt in range(5):  # reconnect with Last-Event-ID if the stream drops
-        try:
-            for ev in client.job_events(job_id, last_event_id=last):
-                if ev.event == "epoch" and isinstance(ev.data, dict):
-                    last = ev.id or last
-                    line = progress_line(ev.data)
-                    if tty:
-                        out.write("\r\x1b[2K" + line[: cols - 1])
-                    else:
-                        out.write(line + "\n")
-                    out.flush()
-                elif ev.event == "status" and isinstance(ev.data, dict):
-                    status = ev.data.get("status")
-                    if status in TERMINAL_STATUSES:
-                        if tty:
-                            out.write("\n")
-                        return client.get_job(job_id)
-                    out.write(("\r\x1b[2K" if tty else "") + f"job {job_id}: {status}" + ("" if tty else "\n"))
-                    out.flush()
-            break
-        except HeadwiseError as exc:
-            if exc.status not in (0, 503):
-                raise
-            time.sleep(1.0)
-    if tty:
-        out.write("\n")
-    return client.wait_for_job(job_id)
-
-
 # -------------------------------------------------------------------------------------------- commands
 def _client(args: argparse.Namespace) -> Client:
+    from service.client.sdk import Client
+
     return Client(args.url, args.key, timeout=args.timeout)
 
 
 def _print_json(data: Any) -> None:
+    if isinstance(data, list):
+        data = [d.model_dump(mode="json") if hasattr(d, "model_dump") else d for d in data]
+    elif hasattr(data, "model_dump"):
+        data = data.model_dump(mode="json")
     print(json.dumps(data, indent=2, default=str))
+
+
+def _print_table(text: str | None) -> None:
+    if text:
+        print(text)
+
+
+def _when(value: Any) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value else ""
 
 
 def cmd_datasets_upload(args: argparse.Namespace) -> int:
@@ -129,9 +57,9 @@ def cmd_datasets_upload(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(ds)
         return 0
-    print(f"dataset {ds['id']}  name={ds.get('name')}  format={ds.get('format')}  samples={ds.get('num_samples')}")
+    print(f"dataset {ds.id}  name={ds.name}  format={ds.format}  samples={ds.num_samples}")
     rows = [(col, info.get("kind"), info.get("labelled"), ", ".join(map(str, info.get("values") or []))[:60])
-            for col, info in (ds.get("columns") or {}).items()]
+            for col, info in ds.columns.items()]
     print(table(rows, ["column", "kind", "labelled", "values"]))
     return 0
 
@@ -142,8 +70,7 @@ def cmd_datasets_ls(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(items)
         return 0
-    rows = [(d["id"], d.get("name"), d.get("format"), d.get("num_samples"), ", ".join(d.get("columns") or {}),
-             d.get("created_at", "")[:19]) for d in items]
+    rows = [(d.id, d.name, d.format, d.num_samples, ", ".join(d.columns), _when(d.created_at)) for d in items]
     print(table(rows, ["id", "name", "format", "samples", "columns", "created"]))
     return 0
 
@@ -167,40 +94,24 @@ def cmd_train(args: argparse.Namespace) -> int:
     with _client(args) as c:
         if args.file:  # one call: upload + train
             job = c.train(args.file, spec, args.model, dataset_name=args.dataset_name)
-            print(f"dataset {job.get('dataset_id')} uploaded")
+            print(f"dataset {job.dataset_id} uploaded")
         else:
             job = c.create_job(args.dataset, args.model, spec)
-        print(f"job {job['id']} {job.get('status')}  (model {args.model})")
+        print(f"job {job.id} {job.status}  (model {args.model})")
         if not args.watch:
             return 0
-        final = watch_job(c, job["id"])
+        final = watch_job(c, job.id)
     return _print_final(final)
 
 
-def _print_final(job: dict[str, Any]) -> int:
-    status = job.get("status")
-    model = job.get("model") or {}
-    if status == JobStatus.SUCCEEDED:
-        print(f"job {job['id']} succeeded: model {model.get('name')} version {model.get('version')}")
-        _print_metrics(job.get("metrics") or {})
+def _print_final(job: JobRead) -> int:
+    if job.status == JobStatus.SUCCEEDED:
+        model = job.model
+        print(f"job {job.id} succeeded: model {model.name if model else '?'} version {model.version if model else '?'}")
+        _print_table(metrics_table(job.metrics))
         return 0
-    print(f"job {job['id']} {status}" + (f": {job['error']}" if job.get("error") else ""), file=sys.stderr)
+    print(f"job {job.id} {job.status}" + (f": {job.error}" if job.error else ""), file=sys.stderr)
     return 1
-
-
-def _print_metrics(metrics: dict[str, Any]) -> None:
-    """Engine metrics: {"val_loss", "tasks": {task: {metric: value}}} (a flat {task: {...}} also works)."""
-    rows = []
-    tasks = metrics.get("tasks") if isinstance(metrics.get("tasks"), dict) else {}
-    flat = {k: v for k, v in metrics.items() if k != "tasks" or not tasks}
-    for task, values in {**flat, **tasks}.items():
-        if isinstance(values, dict):
-            rows += [(task, k, _fmt_num(v)) for k, v in values.items()
-                     if isinstance(v, int | float) and not isinstance(v, bool)]
-        elif isinstance(values, int | float):
-            rows.append(("", task, _fmt_num(values)))
-    if rows:
-        print(table(rows, ["task", "metric", "value"]))
 
 
 def cmd_jobs_ls(args: argparse.Namespace) -> int:
@@ -209,13 +120,8 @@ def cmd_jobs_ls(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(jobs)
         return 0
-    rows = []
-    for j in jobs:
-        p = j.get("progress") or {}
-        m = j.get("model") or {}
-        rows.append((j["id"], j.get("status"), j.get("model_name") or m.get("name"),
-                     f"{p.get('epoch', 0)}/{p.get('epochs', '?')}", m.get("version", ""),
-                     (j.get("created_at") or "")[:19]))
+    rows = [(j.id, j.status, j.model_name, f"{j.progress.epoch}/{j.progress.epochs or '?'}",
+             j.model.version if j.model else "", _when(j.created_at)) for j in jobs]
     print(table(rows, ["id", "status", "model", "epoch", "version", "created"]))
     return 0
 
@@ -226,23 +132,22 @@ def cmd_jobs_show(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(job)
         return 0
-    p = job.get("progress") or {}
-    print(f"job {job['id']}  status={job.get('status')}  epoch {p.get('epoch', 0)}/{p.get('epochs', '?')}")
+    print(f"job {job.id}  status={job.status}  epoch {job.progress.epoch}/{job.progress.epochs or '?'}")
     for key in ("model_name", "dataset_id", "created_at", "started_at", "finished_at", "error"):
-        if job.get(key):
-            print(f"  {key}: {job[key]}")
-    if job.get("model"):
-        print(f"  model: {job['model'].get('name')} v{job['model'].get('version')}")
-    if job.get("history"):
-        print("  last epoch: " + progress_line({**job["history"][-1], "epochs": p.get("epochs")}))
-    _print_metrics(job.get("metrics") or {})
+        if getattr(job, key):
+            print(f"  {key}: {getattr(job, key)}")
+    if job.model:
+        print(f"  model: {job.model.name} v{job.model.version}")
+    if job.history:
+        print("  last epoch: " + progress_line({**job.history[-1], "epochs": job.progress.epochs}))
+    _print_table(metrics_table(job.metrics))
     return 0
 
 
 def cmd_jobs_cancel(args: argparse.Namespace) -> int:
     with _client(args) as c:
         job = c.cancel_job(args.job_id)
-    print(f"job {args.job_id}: {(job or {}).get('status', 'cancel requested')}")
+    print(f"job {args.job_id}: {job.status}" + (" (cancel requested)" if job.cancel_requested else ""))
     return 0
 
 
@@ -257,15 +162,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(result)
         return 0
-    preds = result.get("predictions") or []
     tasks: list[str] = []
-    for p in preds:
+    for p in result.predictions:
         tasks += [t for t in p if t not in tasks]
     rows = [[Path(img).name] + [format_output(p.get(t)) for t in tasks]
-            for img, p in zip(args.images, preds, strict=False)]
-    m = result.get("model") or {}
-    via = f" (alias {result['alias']})" if result.get("alias") else ""
-    print(f"model {m.get('name')} version {m.get('version')}{via}")
+            for img, p in zip(args.images, result.predictions, strict=False)]
+    via = f" (alias {result.alias})" if result.alias else ""
+    print(f"model {result.model.name} version {result.model.version}{via}")
     print(table(rows, ["image", *tasks]))
     return 0
 
@@ -286,6 +189,8 @@ def _guard(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Name
     """Print server errors as 'error: 404 NotFound: ...' and exit 1 (2 for a usage problem)."""
 
     def run(args: argparse.Namespace) -> int:
+        from service.client.errors import HeadwiseError
+
         try:
             return func(args)
         except HeadwiseError as exc:

@@ -5,48 +5,58 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from service.client import Client
+from service.client.render import table
+
+if TYPE_CHECKING:
+    from service.api.schemas import AliasEventRead
+    from service.client.sdk import Client
 
 Command = Callable[[argparse.Namespace], int]
 
 
 def _client(args: argparse.Namespace) -> Client:
+    from service.client.sdk import Client
+
     return Client(args.url, args.key, timeout=args.timeout)
 
 
-def _move(event: dict[str, Any]) -> str:
-    before = "-" if event.get("from_version") is None else f"v{event['from_version']}"
-    after = "-" if event.get("to_version") is None else f"v{event['to_version']}"
-    return f"{event.get('alias')}: {before} -> {after} ({event.get('action')})"
+def _dump(data: Any) -> str:
+    data = [d.model_dump(mode="json") for d in data] if isinstance(data, list) else data.model_dump(mode="json")
+    return json.dumps(data, indent=2)
+
+
+def _move(event: AliasEventRead) -> str:
+    before = "-" if event.from_version is None else f"v{event.from_version}"
+    after = "-" if event.to_version is None else f"v{event.to_version}"
+    return f"{event.alias}: {before} -> {after} ({event.action})"
+
+
+def _when(value: Any) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value else ""
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    from service.client.cli import table
-
     with _client(args) as c:
         items = c.list_models()
     if args.json:
-        print(json.dumps(items, indent=2))
+        print(_dump(items))
         return 0
-    print(table([(m["name"], m.get("latest_version"), str(m.get("created_at", ""))[:19]) for m in items],
-                ["model", "latest", "created"]))
+    print(table([(m.name, m.latest_version, _when(m.created_at)) for m in items], ["model", "latest", "created"]))
     return 0
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from service.client.cli import table
-
     with _client(args) as c:
         model = c.get_model(args.name)
     if args.json:
-        print(json.dumps(model, indent=2))
+        print(_dump(model))
         return 0
-    aliases = ", ".join(f"{a['alias']}=v{a['version']}" for a in model.get("aliases") or []) or "-"
-    print(f"model {model['name']}  latest v{model.get('latest_version')}  aliases: {aliases}")
-    rows = [(v["version"], ", ".join(v.get("aliases") or []), ", ".join(v.get("tags") or []),
-             (v.get("description") or "")[:50], str(v.get("created_at", ""))[:19]) for v in model["versions"]]
+    aliases = ", ".join(f"{a.alias}=v{a.version}" for a in model.aliases) or "-"
+    print(f"model {model.name}  latest v{model.latest_version}  aliases: {aliases}")
+    rows = [(v.version, ", ".join(v.aliases), ", ".join(v.tags), (v.description or "")[:50], _when(v.created_at))
+            for v in model.versions]
     print(table(rows, ["version", "aliases", "tags", "description", "created"]))
     return 0
 
@@ -62,8 +72,8 @@ def cmd_alias(args: argparse.Namespace) -> int:
             print(_move(c.rollback_alias(args.name, args.alias)))
         else:
             for event in c.alias_history(args.name, args.alias):
-                who = event.get("key_name") or event.get("key_id") or "server"
-                print(f"{event['seq']:>4}  {str(event['created_at'])[:19]}  {_move(event)}  by {who}")
+                who = event.key_name or event.key_id or "server"
+                print(f"{event.seq:>4}  {_when(event.created_at)}  {_move(event)}  by {who}")
     return 0
 
 
@@ -79,8 +89,7 @@ def cmd_version(args: argparse.Namespace) -> int:
         if args.tags is not None:
             changes["tags"] = [t for t in args.tags.split(",") if t]
         v = c.update_version(args.name, args.version, **changes)
-    print(f"{args.name} v{v['version']}  tags: {', '.join(v.get('tags') or []) or '-'}  "
-          f"description: {v.get('description') or '-'}")
+    print(f"{args.name} v{v.version}  tags: {', '.join(v.tags) or '-'}  description: {v.description or '-'}")
     return 0
 
 

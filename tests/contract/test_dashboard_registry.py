@@ -46,5 +46,5 @@ def test_promote_and_rollback_buttons(browser, live_url: str, make_key, register
         context.close()
     with __import__("service.client", fromlist=["Client"]).Client(live_url, key) as c:
         history = c.alias_history("shapes", "production")
-    assert [(e["action"], e["from_version"], e["to_version"], e["key_name"]) for e in history] == [
+    assert [(e.action, e.from_version, e.to_version, e.key_name) for e in history] == [
         ("set", None, 2, "dashboard"), ("set", 2, 3, "dashboard"), ("rollback", 3, 2, "dashboard")]

@@ -157,7 +157,7 @@ def test_one_call_from_python_client_and_cli(live_url: str, make_key, app, enque
     key = make_key()
     with Client(live_url, key) as c:
         job = c.train(example_zip, tiny_spec(), "shapes", dataset_name="from-sdk")
-        assert job["status"] == "queued" and c.get_dataset(job["dataset_id"])["name"] == "from-sdk"
+        assert job.status == "queued" and c.get_dataset(job.dataset_id).name == "from-sdk"
         with pytest.raises(Invalid) as info:
             c.train(with_bad_size(example_zip, tmp_path / "bad.zip"), tiny_spec(), "shapes")
         assert "column 'size'" in info.value.detail

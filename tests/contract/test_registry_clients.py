@@ -19,20 +19,20 @@ def test_python_client_registry(live_url: str, key: str, make_key, register_mode
     for _ in range(3):
         register_model("shapes")
     with Client(live_url, key) as c:
-        assert c.set_alias("shapes", "production", 1)["to_version"] == 1
-        assert c.set_alias("shapes", "production", 3)["from_version"] == 1
-        assert c.predict("shapes", png_bytes(), alias="production")["model"]["version"] == 3
-        assert c.rollback_alias("shapes", "production")["to_version"] == 1
-        assert [e["to_version"] for e in c.alias_history("shapes", "production")] == [1, 3, 1]
+        assert c.set_alias("shapes", "production", 1).to_version == 1
+        assert c.set_alias("shapes", "production", 3).from_version == 1
+        assert c.predict("shapes", png_bytes(), alias="production").model.version == 3
+        assert c.rollback_alias("shapes", "production").to_version == 1
+        assert [e.to_version for e in c.alias_history("shapes", "production")] == [1, 3, 1]
         v = c.update_version("shapes", 2, description="more data", tags=["candidate"])
-        assert (v["description"], v["tags"]) == ("more data", ["candidate"])
-        assert c.update_version("shapes", 2, tags=[])["description"] == "more data"
+        assert (v.description, v.tags) == ("more data", ["candidate"])
+        assert c.update_version("shapes", 2, tags=[]).description == "more data"
         with pytest.raises(Conflict):
             c.delete_version("shapes", 1)
         c.delete_version("shapes", 2)
-        assert [v["version"] for v in c.get_model("shapes")["versions"]] == [1, 3]
+        assert [v.version for v in c.get_model("shapes").versions] == [1, 3]
         c.delete_alias("shapes", "production")
-        assert c.get_model("shapes")["aliases"] == []
+        assert c.get_model("shapes").aliases == []
     with Client(live_url, make_key(["models:read"])) as reader, pytest.raises(Forbidden):
         reader.set_alias("shapes", "production", 1)
 

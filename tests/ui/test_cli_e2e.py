@@ -57,8 +57,8 @@ def test_cli_walkthrough(live, tmp_path: Path) -> None:
     assert r.returncode == 0, r.stdout + r.stderr
     job_id = re.search(r"job ([0-9a-f]{32}) queued", r.stdout).group(1)
     bars = [line for line in r.stdout.splitlines() if line.startswith("[")]
-    assert [re.search(r"\] (\d+)/4", b).group(1) for b in bars] == ["1", "2", "3", "4"], r.stdout
-    assert "category accuracy" in bars[-1] and "size mae" in bars[-1] and "ETA" in bars[-1]
+    assert [re.search(r"\]  epoch (\d+)/4  ", b).group(1) for b in bars] == ["1", "2", "3", "4"], r.stdout
+    assert "category accuracy" in bars[-1] and "size mae" in bars[-1] and re.search(r"\d+ img/s  ETA \d+s", bars[-1])
     assert f"job {job_id} succeeded: model cli-shapes version 1" in r.stdout
     assert re.search(r"^category\s+accuracy\s+[0-9.]+", r.stdout, re.M)
 
@@ -99,46 +99,46 @@ def shapes(live, tmp_path_factory):
     data = make_example_dataset(folder / "shapes.zip", n=160, seed=1, image_size=16)
     with live.client() as c:
         dataset = c.upload_dataset(data, name="client-shapes")
-        job = c.create_job(dataset["id"], "client-shapes", tiny_spec(epochs=3))
-        job = c.wait_for_job(job["id"], timeout=300, interval=0.5)
-    assert job["status"] == "succeeded", job
+        job = c.create_job(dataset.id, "client-shapes", tiny_spec(epochs=3))
+        job = c.wait_for_job(job.id, timeout=300, interval=0.5)
+    assert job.status == "succeeded", job
     return {"dataset": dataset, "job": job, "path": data}
 
 
 def test_client_against_the_server(live, shapes) -> None:
     with live.client() as c:
-        assert c.health()["status"] == "ok"
-        assert c.ready()["status"] == "ok"
-        assert shapes["dataset"]["id"] in [d["id"] for d in c.list_datasets()]
-        assert c.get_dataset(shapes["dataset"]["id"])["num_samples"] == 160
-        audit = c.audit(shapes["dataset"]["id"], tiny_spec())
-        assert set(audit["audit"]["tasks"]) == set(TASKS) and audit["spec_errors"] == []
+        assert c.health().status == "ok"
+        assert c.ready().status == "ok"
+        assert shapes["dataset"].id in [d.id for d in c.list_datasets()]
+        assert c.get_dataset(shapes["dataset"].id).num_samples == 160
+        audit = c.audit(shapes["dataset"].id, tiny_spec())
+        assert set(audit.audit["tasks"]) == set(TASKS) and audit.spec_errors == []
         model = c.get_model("client-shapes")
-        assert [v["version"] for v in model["versions"]] == [1]
-        assert "client-shapes" in [m["name"] for m in c.list_models()]
+        assert [v.version for v in model.versions] == [1]
+        assert "client-shapes" in [m.name for m in c.list_models()]
         version = c.get_version("client-shapes", 1)
-        assert version["job_id"] == shapes["job"]["id"]
+        assert version.job_id == shapes["job"].id
         with zipfile.ZipFile(io.BytesIO(c.download_artifact("client-shapes", 1))) as zf:
             assert {"model.safetensors", "spec.json", "meta.json", "checksums.json"} <= set(zf.namelist())
         with zipfile.ZipFile(shapes["path"]) as zf:
             image = zf.read(sorted(n for n in zf.namelist() if n.endswith(".png"))[0])
         result = c.predict("client-shapes", [image, image])
-        assert result["model"] == {"name": "client-shapes", "version": 1}
-        assert len(result["predictions"]) == 2 and set(TASKS) <= set(result["predictions"][0])
-        single = c.predict("client-shapes", image, as_json=True)["predictions"]  # base64 JSON body, batch of 1
+        assert (result.model.name, result.model.version) == ("client-shapes", 1)
+        assert len(result.predictions) == 2 and set(TASKS) <= set(result.predictions[0])
+        single = c.predict("client-shapes", image, as_json=True).predictions  # base64 JSON body, batch of 1
         assert len(single) == 1
-        assert single[0]["category"]["label"] == result["predictions"][0]["category"]["label"]
-        assert single[0]["hue"]["value"] == pytest.approx(result["predictions"][0]["hue"]["value"], abs=1e-4)
+        assert single[0]["category"]["label"] == result.predictions[0]["category"]["label"]
+        assert single[0]["hue"]["value"] == pytest.approx(result.predictions[0]["hue"]["value"], abs=1e-4)
         with pytest.raises(Conflict) as info:
-            c.cancel_job(shapes["job"]["id"])
-        assert info.value.kind == "Conflict" and shapes["job"]["id"] in info.value.detail
+            c.cancel_job(shapes["job"].id)
+        assert info.value.kind == "Conflict" and shapes["job"].id in info.value.detail
         with pytest.raises(NotFound):
             c.get_version("client-shapes", 9)
 
 
 def test_plot_endpoints_over_http(live, shapes) -> None:
     with live.client(timeout=300) as c:
-        curves = c.job_curves_png(shapes["job"]["id"])
+        curves = c.job_curves_png(shapes["job"].id)
         decode_png(curves, min_size=(600, 300))
         for task in TASKS:
             png = c.task_plot_png("client-shapes", 1, task)
@@ -153,22 +153,22 @@ def test_sse_is_live_resumable_and_ends_on_cancel(live, shapes) -> None:
     """A long job: the stream delivers epochs while it runs, resumes after Last-Event-ID without repeats,
     and ends with a final 'cancelled' status event after a cancel."""
     with live.client() as c:
-        job = c.create_job(shapes["dataset"]["id"], "sse-long", tiny_spec(epochs=300))
+        job = c.create_job(shapes["dataset"].id, "sse-long", tiny_spec(epochs=300))
         seen: list[str] = []
-        for ev in c.job_events(job["id"], timeout=120):
+        for ev in c.job_events(job.id, timeout=120):
             seen.append(ev.event)
             if ev.event == "epoch" and ev.data["epoch"] == 2:
                 assert ev.id == "2" and ev.data["epochs"] == 300
                 assert set(ev.data["val"]) == set(TASKS) and isinstance(ev.data["eta_seconds"], float)
                 break  # drop the connection mid-job
         assert seen[0] == "status" and seen.count("epoch") == 2
-        assert c.get_job(job["id"])["status"] == "running"  # the events came while it trained
+        assert c.get_job(job.id).status == "running"  # the events came while it trained
         resumed = []
-        for ev in c.job_events(job["id"], last_event_id=2, timeout=120):
+        for ev in c.job_events(job.id, last_event_id=2, timeout=120):
             resumed.append(ev)
             if ev.event == "epoch" and len([e for e in resumed if e.event == "epoch"]) == 1:
                 assert ev.data["epoch"] == 3, "resume must continue right after Last-Event-ID"
-                c.cancel_job(job["id"])
+                c.cancel_job(job.id)
         epochs = [e.data["epoch"] for e in resumed if e.event == "epoch"]
         assert epochs == list(range(3, 3 + len(epochs)))
         assert resumed[-1].event == "status" and resumed[-1].data["status"] == "cancelled"

@@ -313,7 +313,13 @@ def test_monitor_progress_in_memory(env):
 
     monitor = JobMonitor("j", 1, 4, env.settings, history=[{"epoch": 1, "x": 0}])
     monitor.on_step({"epoch": 2, "step": 3, "steps": 4})
-    assert monitor.progress == {"epoch": 1, "epochs": 4, "fraction": 0.375}
+    assert monitor.progress == {"epoch": 1, "epochs": 4, "fraction": 0.375, "batch": 2, "batches": 4}
+    monitor.batch_size = 16
+    monitor._pace = (2, 2, monitor._pace[2] - 0.5)  # as if the first step seen came 0.5 s ago
+    monitor.on_step({"epoch": 2, "step": 4, "steps": 4})  # one more batch in 0.5 s: 2 batches/s
+    assert monitor.progress["batch"] == 3 and monitor.progress["images_per_second"] == pytest.approx(32, rel=0.05)
+    # left: 1 batch of epoch 2 + 2 epochs x 4 batches = 9 batches at 2/s
+    assert monitor.progress["eta_seconds"] == pytest.approx(4.5, rel=0.05)
     monitor.on_epoch({"epoch": 2, "x": 1})
     monitor.on_epoch({"epoch": 1, "x": 2})  # a resumed run re-reporting an epoch replaces it
     assert monitor.progress == {"epoch": 1, "epochs": 4, "fraction": 0.25}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_serializer
 
 from service.domain import JobStatus
 
@@ -103,6 +103,11 @@ class Progress(BaseModel):
     batches: int | None = Field(default=None, description="batches per epoch")
     images_per_second: float | None = Field(default=None, description="training pace in the running epoch")
     eta_seconds: float | None = Field(default=None, description="the rest of the run at that pace")
+
+    @model_serializer(mode="wrap")
+    def _omit_unreported(self, handler):  # the batch fields appear only once the worker reported them
+        data = handler(self)
+        return {k: v for k, v in data.items() if v is not None or k in ("epoch", "epochs", "fraction")}
 
 
 class JobRead(BaseModel):

@@ -47,6 +47,7 @@ from service.api.schemas import (
     PredictRead,
     ReadyRead,
     VersionRead,
+    WorkerList,
 )
 from service.client.errors import JobTimeout, Unavailable, error_from_response
 from service.client.sse import Event, iter_sse
@@ -278,3 +279,8 @@ class Client:
 
     def revoke_key(self, key_id: str) -> KeyRead:
         return self._model(KeyRead, "DELETE", f"/v1/keys/{key_id}")
+
+    # ---- workers -----------------------------------------------------------------------------------
+    def list_workers(self) -> WorkerList:
+        """Training workers registered in the database, alive or recently dead (scope admin)."""
+        return self._model(WorkerList, "GET", "/v1/workers")

@@ -116,6 +116,8 @@ def test_every_route_has_a_typed_method(app, server, make_key, register_model, e
     assert isinstance(created, s.KeyCreated) and created.key.startswith("hw_") and created.scopes == ["predict"]
     assert created.id in [k.id for k in admin.list_keys()]
     assert admin.revoke_key(created.id).revoked_at is not None
+    workers = admin.list_workers()
+    assert isinstance(workers, s.WorkerList) and workers.items == [] and workers.alive == 0
     user.delete_dataset(ds.id)
     with pytest.raises(hc.NotFound):
         user.get_dataset(ds.id)

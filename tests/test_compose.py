@@ -99,16 +99,50 @@ def test_worker_has_stop_grace_period(services: dict[str, Any]) -> None:
     assert seconds >= 30, "the worker needs time to finish and checkpoint the running epoch"
 
 
-def test_api_and_worker_share_the_artifacts_volume(compose: dict[str, Any], services: dict[str, Any]) -> None:
-    api_env, worker_env = _env(services["api"]), _env(services["worker"])
-    data_dir = api_env["HEADWISE_DATA_DIR"]
-    assert worker_env["HEADWISE_DATA_DIR"] == data_dir
-    api_vol = _volume_sources(services["api"]).get(data_dir)
-    worker_vol = _volume_sources(services["worker"]).get(data_dir)
-    assert api_vol and api_vol == worker_vol, "api and worker must mount the same volume at HEADWISE_DATA_DIR"
-    assert api_vol in (compose.get("volumes") or {}), (
-        f"named volume {api_vol!r} must be declared at top level"
-    )
+def test_nothing_shared_through_a_volume_object_storage_instead(compose: dict[str, Any],
+                                                               services: dict[str, Any]) -> None:
+    """Issue 14: api replicas and workers share no filesystem; datasets and artifacts live in the S3 service."""
+    api_vols = set(_volume_sources(services["api"]).values())
+    worker_vols = set(_volume_sources(services["worker"]).values())
+    assert not (api_vols & worker_vols), f"api and worker must not share a volume: {api_vols & worker_vols}"
+    assert not api_vols, "api replicas keep only their own cache (no named volume shared between replicas)"
+    for name in ("api", "worker", "s3-bucket"):
+        env = _env(services[name])
+        assert env["HEADWISE_STORAGE_URL"].startswith("s3://"), name
+        assert env["AWS_ENDPOINT_URL"] == "http://s3:8333", name
+        assert env["AWS_ACCESS_KEY_ID"] and env["AWS_SECRET_ACCESS_KEY"] and env["AWS_DEFAULT_REGION"], name
+    s3 = services["s3"]
+    assert "seaweedfs" in s3["image"] and "-s3" in _command(s3) and s3["healthcheck"]["test"]
+    assert _volume_sources(s3).get("/data") in (compose.get("volumes") or {}), "the object store persists"
+
+
+def test_bucket_created_at_start(services: dict[str, Any]) -> None:
+    bucket = _env(services["api"])["HEADWISE_STORAGE_URL"].removeprefix("s3://").split("/")[0]
+    init = services["s3-bucket"]
+    assert str(init.get("restart", "no")) == "no" and init["depends_on"]["s3"]["condition"] == "service_healthy"
+    script = " ".join(_command(init))
+    assert "create_bucket" in script and f'Bucket="{bucket}"' in script
+    for name in ("api", "worker"):
+        assert services[name]["depends_on"]["s3-bucket"]["condition"] == "service_completed_successfully"
+
+
+def test_worker_scales_with_one_gpu_each(services: dict[str, Any]) -> None:
+    worker = services["worker"]
+    devices = worker["deploy"]["resources"]["reservations"]["devices"]
+    assert [d.get("count") for d in devices] == [1], "one GPU per worker container: scale with --scale worker=N"
+    assert "container_name" not in worker and not worker.get("ports"), "a fixed name or port prevents --scale"
+
+
+def test_two_api_replicas_behind_a_proxy(compose: dict[str, Any], services: dict[str, Any]) -> None:
+    api, proxy = services["api"], services["proxy"]
+    assert int(api["deploy"]["replicas"]) >= 2 and not api.get("ports"), "replicas are reached via the proxy"
+    assert any(str(p).endswith(":8000") for p in proxy.get("ports", []))
+    assert proxy["depends_on"]["api"]["condition"] == "service_healthy"
+    [conf] = [c for c in proxy["configs"] if c["target"].startswith("/etc/nginx/")]
+    text = compose["configs"][conf["source"]]["content"]
+    assert "server api:8000 resolve" in text and "proxy_pass http://headwise_api" in text
+    assert "proxy_buffering off" in text, "SSE must not be buffered by the proxy"
+    assert "proxy_request_buffering off" in text, "uploads must stream through"
 
 
 def test_services_use_postgres_and_redis(services: dict[str, Any]) -> None:
@@ -123,10 +157,9 @@ def test_services_use_postgres_and_redis(services: dict[str, Any]) -> None:
     assert "HEADWISE_ADMIN_KEY" in _env(services["api"])
 
 
-def test_api_listens_on_all_interfaces_and_is_published(services: dict[str, Any]) -> None:
+def test_api_listens_on_all_interfaces(services: dict[str, Any]) -> None:
     api = services["api"]
-    assert _env(api).get("HEADWISE_HOST") == "0.0.0.0"
-    assert any(str(p).endswith(":8000") for p in api.get("ports", []))
+    assert _env(api).get("HEADWISE_HOST") == "0.0.0.0" and _env(api).get("HEADWISE_PORT") == "8000"
     assert api.get("healthcheck", {}).get("test"), "api needs a healthcheck on /health"
 
 

@@ -71,7 +71,7 @@ def ring_lost_doorbells(database_url: str | None = None) -> int:
 
     The broker cannot say which job a message is for without consuming it, so: when it holds fewer waiting
     messages than there are queued jobs, every queued job not enqueued within the lease is enqueued again (its
-    doorbell time, heartbeat_at, is reset, so this repeats at most once per lease). A duplicate is harmless: the
+    doorbell time, enqueued_at, is reset, so this repeats at most once per lease). A duplicate is harmless: the
     claim lets one delivery run the job and the others find nothing to do. Returns the number enqueued."""
     settings = get_settings()
     with session_scope(database_url) as session:

@@ -163,7 +163,7 @@ def requeue_job(*, session: Session, job_id: str, attempt: int, stale_before: da
         update(Job)
         .where(*owned(job_id, attempt),
                func.coalesce(Job.heartbeat_at, Job.started_at, Job.created_at) < stale_before)
-        .values(status=JobStatus.QUEUED, worker=None, heartbeat_at=db_clock(session))
+        .values(status=JobStatus.QUEUED, worker=None, heartbeat_at=None, enqueued_at=db_clock(session))
     )
     return result.rowcount == 1
 
@@ -176,11 +176,11 @@ def count_queued_jobs(*, session: Session) -> int:
 
 
 def stale_queued_jobs(*, session: Session, rung_before: datetime, limit: int = 100) -> list[str]:
-    """Queued jobs whose last enqueue (heartbeat_at of a queued job, else created_at) is older than rung_before."""
+    """Queued jobs whose last enqueue (enqueued_at, else created_at) is older than rung_before."""
     return list(session.execute(
         select(Job.id)
         .where(Job.status == JobStatus.QUEUED, Job.cancel_requested.is_(False),
-               func.coalesce(Job.heartbeat_at, Job.created_at) < rung_before)
+               func.coalesce(Job.enqueued_at, Job.created_at) < rung_before)
         .order_by(Job.created_at).limit(limit)
     ).scalars())
 
@@ -189,8 +189,9 @@ def ring_queued_job(*, session: Session, job_id: str, rung_before: datetime) -> 
     """Record a new enqueue of a still-queued job (conditional: one of several reapers wins)."""
     result = session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.status == JobStatus.QUEUED, func.coalesce(Job.heartbeat_at, Job.created_at) < rung_before)
-        .values(heartbeat_at=db_clock(session))
+        .where(Job.id == job_id, Job.status == JobStatus.QUEUED,
+               func.coalesce(Job.enqueued_at, Job.created_at) < rung_before)
+        .values(enqueued_at=db_clock(session))
     )
     return result.rowcount == 1
 

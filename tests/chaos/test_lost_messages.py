@@ -53,7 +53,7 @@ def test_lost_messages_are_sent_again_once_per_lease(env, broker) -> None:
     broker["waiting"] = 0  # the broker lost them (restart without persistence)
     assert ring_lost_doorbells() == 1 and broker["sent"] == [old]  # the fresh one may still be in flight
     assert ring_lost_doorbells() == 0  # rung within this lease
-    age(old, 11, "heartbeat_at")
+    age(old, 11, "enqueued_at")
     age(fresh, 11)
     assert ring_lost_doorbells() == 2 and sorted(broker["sent"][1:]) == sorted([old, fresh])
 

@@ -146,6 +146,8 @@ def test_reaper_requeues_vanished_worker_then_fails_after_max_attempts(env, enqu
         if attempt < env.settings.MAX_ATTEMPTS:
             assert counts == {"requeued": 1, "failed": 0}
             assert (row.status, row.worker, row.attempts) == ("queued", None, attempt)
+            # heartbeat_at is a running job's lease only; the re-send time of a queued job is enqueued_at
+            assert row.heartbeat_at is None and row.enqueued_at is not None
             assert row.progress["epoch"] == attempt and row.history == [{"epoch": 1}]  # kept for the resume
             assert enqueued == [job_id] * attempt
         else:

@@ -24,6 +24,7 @@ from service.db import registry as registry_repo
 from service.db.base import get_sessionmaker, session_scope
 from service.db.tables import Dataset, Job
 from service.storage import Storage, storage_for
+from worker.checkpoints import CheckpointSync, forget
 from worker.monitor import CANCELLED, LEASE_LOST, TIMEOUT, JobMonitor, jsonable
 
 log = logging.getLogger("headwise.worker")
@@ -102,8 +103,18 @@ def _train_and_register(job: Job, dataset: Dataset | None, settings: Settings, s
     try:
         if monitor.should_stop():
             raise TrainingCancelled("stopped before training started")
-        result = train(spec, data, device=device, on_epoch=monitor.on_epoch, on_step=monitor.on_step,
-                       should_stop=monitor.should_stop, checkpoint_dir=storage.checkpoint_dir(job.id))
+        sync = CheckpointSync(storage, job.id)  # object storage: resume on another host (no-op without it)
+        sync.restore()
+
+        def on_epoch(item: dict[str, Any]) -> None:
+            monitor.on_epoch(item)
+            sync.after_epoch(int(item.get("epoch", 0)))
+
+        try:
+            result = train(spec, data, device=device, on_epoch=on_epoch, on_step=monitor.on_step,
+                           should_stop=monitor.should_stop, checkpoint_dir=storage.checkpoint_dir(job.id))
+        finally:
+            sync.close()
     except TrainingCancelled:
         monitor.close(flush=True)
         return _stopped(job, monitor.stop_reason or CANCELLED, settings)
@@ -289,5 +300,6 @@ def _fail(job: Job, exc: Exception) -> str:
 
 
 def _cleanup(storage: Storage, job_id: str) -> None:
-    """A finished job needs no checkpoints."""
+    """A finished job needs no checkpoints (here or in object storage)."""
     storage.remove(storage.job_dir(job_id))
+    forget(storage, job_id)

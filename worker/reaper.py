@@ -100,9 +100,11 @@ def ring_lost_doorbells(database_url: str | None = None) -> int:
 
 
 def _remove_checkpoints(job_id: str) -> None:
-    from service.storage import Storage
+    from service.storage import storage_for
 
-    Storage(get_settings().DATA_DIR).remove(Storage(get_settings().DATA_DIR).job_dir(job_id))
+    storage = storage_for(get_settings())
+    storage.remove(storage.job_dir(job_id))
+    storage.unpublish(f"jobs/{job_id}")  # object storage (no-op without it)
 
 
 SWEEP_SECONDS = 3600.0  # object storage orphan sweep: at most hourly per worker
@@ -111,7 +113,7 @@ SWEEP_SECONDS = 3600.0  # object storage orphan sweep: at most hourly per worker
 def sweep_storage(grace_seconds: float | None = None) -> dict[str, int]:
     """Remove objects no database row points at (orphans of failed registrations, deleted rows). No-op without
     object storage."""
-    from service.db.stored import live_paths
+    from service.db.stored import live_paths, live_prefixes
     from service.storage import storage_for
     from service.storage.remote import SWEEP_GRACE_SECONDS
 
@@ -119,8 +121,8 @@ def sweep_storage(grace_seconds: float | None = None) -> dict[str, int]:
     if storage.mirror is None:
         return {}
     with session_scope() as session:
-        live = live_paths(session=session)
-    return storage.mirror.sweep(live, SWEEP_GRACE_SECONDS if grace_seconds is None else grace_seconds)
+        live, keep = live_paths(session=session), live_prefixes(session=session)
+    return storage.mirror.sweep(live, SWEEP_GRACE_SECONDS if grace_seconds is None else grace_seconds, keep)
 
 
 def _loop(interval: float) -> None:

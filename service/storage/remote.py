@@ -95,14 +95,16 @@ class Mirror:
             self.store.delete(f"blobs/sha256/{digest}")
         return len(keys) + len(gone)
 
-    def sweep(self, live: set[str], grace_seconds: float = SWEEP_GRACE_SECONDS) -> dict[str, int]:
-        """Remove refs whose path is not in `live` (the paths the database knows) and blobs that no ref names,
-        both only when older than grace_seconds."""
+    def sweep(self, live: set[str], grace_seconds: float = SWEEP_GRACE_SECONDS,
+              keep_prefixes: set[str] = frozenset()) -> dict[str, int]:
+        """Remove refs whose path is not in `live` (the paths the database knows) nor under keep_prefixes (an
+        active job's checkpoints), and blobs that no ref names, both only when older than grace_seconds."""
         cutoff = datetime.now(UTC) - timedelta(seconds=grace_seconds)
         refs = 0
         for obj in list(self.store.list(REFS)):
             rel = obj.key[len(REFS):].removesuffix(".json")
-            if rel not in live and obj.modified < cutoff:
+            kept = rel in live or any(rel.startswith(p) for p in keep_prefixes)
+            if not kept and obj.modified < cutoff:
                 self.store.delete(obj.key)
                 refs += 1
         blobs = self._drop_unreferenced(grace_seconds)

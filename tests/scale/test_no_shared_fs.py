@@ -1,18 +1,20 @@
 """Beyond one machine, simulated: two `headwise api` and two `headwise worker` processes, each with its OWN empty
 data directory, sharing only PostgreSQL, Redis and a real S3-protocol server (moto's server mode). Upload through
 API 1, train on whichever worker takes the job, stream its events and predict through API 2, delete through
-API 1: no object is left in the bucket."""
+API 1: no object is left in the bucket. On the way, the worker training the job is killed (kill -9 of its process
+group): the other worker, which never saw its disk, resumes the job from the checkpoint in object storage."""
 
 from __future__ import annotations
 
 import secrets
+import signal
 from pathlib import Path
 
 import httpx
 import pytest
 
 from service.client import iter_sse
-from tests.chaos.conftest import FAST
+from tests.chaos.conftest import FAST, chaos_spec
 from tests.e2e.harness import (
     LogBook,
     Proc,
@@ -25,7 +27,6 @@ from tests.e2e.harness import (
     multipart_files,
     run_cli,
     sample_images,
-    tiny_spec,
     wait_healthy,
     wait_until,
 )
@@ -33,6 +34,7 @@ from tests.scale.s3server import MotoS3
 
 pytestmark = pytest.mark.slow
 MODEL = "no-shared-fs"
+EPOCHS = 30
 
 
 def test_two_apis_two_workers_share_nothing_but_db_broker_and_s3(
@@ -44,7 +46,7 @@ def test_two_apis_two_workers_share_nothing_but_db_broker_and_s3(
     common = dict(HEADWISE_DATABASE_URL=shared_pg_url, HEADWISE_BROKER_URL=shared_redis_url,
                   HEADWISE_STORAGE_URL=f"s3://{moto_server.bucket}/headwise", HEADWISE_ADMIN_KEY=admin,
                   HEADWISE_SECRET=secrets.token_hex(32), **moto_server.env(), **FAST)
-    book, procs, urls = LogBook(), [], []
+    book, procs, urls, workers = LogBook(), [], [], {}
 
     def start(name: str, *args: str, **extra: str) -> Proc:
         data = tmp_path / name / "data"
@@ -64,17 +66,30 @@ def test_two_apis_two_workers_share_nothing_but_db_broker_and_s3(
             urls.append(f"http://127.0.0.1:{port}")
             wait_healthy(urls[-1], api)
         for name in ("worker1", "worker2"):
-            start(name, "worker", "--queues", "gpu", "--concurrency", "1")
+            workers[name] = start(name, "worker", "--queues", "gpu", "--concurrency", "1")
         headers = {"Authorization": f"Bearer {admin}"}
         api1 = httpx.Client(base_url=urls[0], headers=headers, timeout=60)
         api2 = httpx.Client(base_url=urls[1], headers=headers, timeout=60)
         wait_until("two workers alive", lambda: expect(api2.get("/v1/workers"), 200)["alive"] == 2, 90)
 
-        dataset_file = make_dataset(tmp_path / "dataset", n=64)
+        dataset_file = make_dataset(tmp_path / "dataset", n=160)
         with open(dataset_file, "rb") as fh:
             ds = expect(api1.post("/v1/datasets", files={"file": ("d.zip", fh, "application/zip")}), 201)
         job = expect(api1.post("/v1/jobs", json={"dataset_id": ds["id"], "model_name": MODEL,
-                                                 "spec": tiny_spec(epochs=2)}), 202)
+                                                 "spec": chaos_spec(EPOCHS)}), 202)
+
+        def published_epoch() -> int:
+            marks = [k for k in moto_server.keys() if f"/refs/jobs/{job['id']}/checkpoints/epoch-" in k]
+            return max((int(k[-11:-5]) for k in marks), default=0)
+
+        stored = wait_until("a checkpoint of epoch >= 3 in object storage", lambda: published_epoch() >= 3 and
+                            published_epoch(), 150, 0.2)
+        before = expect(api1.get(f"/v1/jobs/{job['id']}"), 200)
+        [busy] = [w for w in expect(api1.get("/v1/workers"), 200)["items"] if w["current_job"] == job["id"]]
+        victim = next(n for n, p in workers.items() if p.pid == busy["pid"])
+        workers[victim].signal_group(signal.SIGKILL)
+        workers[victim].popen.wait(15)
+        survivor = workers["worker2" if victim == "worker1" else "worker1"]
 
         events = []
         with api2.stream("GET", f"/v1/jobs/{job['id']}/events", timeout=180) as resp:
@@ -84,7 +99,11 @@ def test_two_apis_two_workers_share_nothing_but_db_broker_and_s3(
                 if event.event == "status" and event.data["status"] in ("succeeded", "failed", "cancelled"):
                     break
         assert events[-1].data["status"] == "succeeded", events[-1].data
-        assert [e.data["epoch"] for e in events if e.event == "epoch"] == [1, 2]
+        assert [e.data["epoch"] for e in events if e.event == "epoch"] == list(range(1, EPOCHS + 1))
+        done = expect(api2.get(f"/v1/jobs/{job['id']}"), 200)
+        assert done["attempts"] == 2, done
+        assert done["history"][:stored] == before["history"][:stored], "epochs before the kill were retrained"
+        assert "from object storage" in survivor.output()
 
         out = expect(api2.post(f"/v1/models/{MODEL}/predict", files=multipart_files(sample_images(dataset_file, 2))),
                      200)
@@ -96,8 +115,7 @@ def test_two_apis_two_workers_share_nothing_but_db_broker_and_s3(
         # API 2 and the worker that trained read the archive / artifact through their own caches
         api2_data = tmp_path / "api2" / "data"
         assert not (api2_data / "datasets" / ds["id"]).exists() and any((api2_data / "cache").rglob("*.safetensors"))
-        trained_on = [n for n in ("worker1", "worker2") if (tmp_path / n / "data" / "cache").exists()]
-        assert len(trained_on) == 1, trained_on
+        assert any((tmp_path / survivor.name / "data" / "cache").rglob("dataset.zip"))
 
         assert api1.delete(f"/v1/models/{MODEL}/versions/1").status_code == 204
         assert api1.delete(f"/v1/datasets/{ds['id']}").status_code == 204

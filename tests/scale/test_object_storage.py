@@ -155,7 +155,11 @@ def test_sweeper_removes_orphans_only(s3, tmp_path: Path) -> None:
     before = s3.keys()
     assert storage.mirror.sweep({"datasets/live/dataset.zip"}, grace_seconds=3600) == {"refs": 0, "blobs": 0}
     assert s3.keys() == before  # young objects are left alone (a ref is published before its row commits)
-    assert storage.mirror.sweep({"datasets/live/dataset.zip"}, grace_seconds=0) == {"refs": 1, "blobs": 1}
+    ckpt = _file(storage.checkpoint_dir("j1") / "checkpoint.pt", 500, seed=9)
+    storage.mirror.publish("jobs/j1/checkpoints/epoch-000001", ckpt)  # an active job's checkpoint: kept
+    assert storage.mirror.sweep({"datasets/live/dataset.zip"}, grace_seconds=0,
+                                keep_prefixes={"jobs/j1/"}) == {"refs": 1, "blobs": 1}
+    storage.unpublish("jobs/j1")
     digest = hashlib.sha256(live.read_bytes()).hexdigest()
     assert s3.keys() == sorted([blob_key(digest), "refs/datasets/live/dataset.zip.json"])
 

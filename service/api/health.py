@@ -42,6 +42,14 @@ def ready(request: Request, ping_broker: Annotated[Callable[[], bool], Depends(g
         checks["broker"] = "ok" if ping_broker() else "unreachable"
     except Exception as exc:  # noqa: BLE001
         checks["broker"] = f"unreachable: {type(exc).__name__}"
+    mirror = getattr(request.app.state.storage, "mirror", None)
+    if mirror is not None:  # object storage configured (HEADWISE_STORAGE_URL): uploads and artifacts need it
+        try:
+            mirror.store.ping()
+            checks["storage"] = "ok"
+        except Exception as exc:  # noqa: BLE001
+            log.warning("readiness: object storage unreachable: %s", exc)
+            checks["storage"] = f"unreachable: {type(exc).__name__}"
     ok = all(v == "ok" for v in checks.values())
     workers = _workers(request) if checks["database"] == "ok" else WorkersAlive(detail="unknown: database unreachable")
     if ok:

@@ -178,6 +178,8 @@ def test_upload_answers_503_when_the_store_is_down(client, settings, auth, examp
     assert r.headers.get("Retry-After") == "10" and r.json()["error"] == "ServiceUnavailable"
     assert "object store" in r.json()["detail"]
     assert client.get("/v1/datasets", headers=auth).json()["total"] == 0
+    ready = client.get("/ready")
+    assert ready.status_code == 503 and ready.json()["checks"]["storage"].startswith("unreachable"), ready.text
     left = [p for p in (settings.DATA_DIR / "datasets").rglob("*") if p.is_file()]
     assert left == [], left
 
@@ -186,6 +188,7 @@ def test_upload_is_published_and_readable_elsewhere(client, settings, auth, exam
     from service.api.app import init_state
 
     init_state(client.app, settings.model_copy(update={"STORAGE_URL": f"s3://{s3.bucket}/hw"}))
+    assert client.get("/ready").json()["checks"]["storage"] == "ok"
     with open(example_zip, "rb") as fh:
         r = client.post("/v1/datasets", headers=auth, files={"file": ("ex.zip", fh, "application/zip")})
     assert r.status_code == 201, r.text

@@ -124,6 +124,7 @@ def _train_and_register(job: Job, dataset: Dataset | None, settings: Settings, s
     try:
         extra_files, extra_meta = _export_onnx(result, data, settings)
         checksums = save_artifact(result, tmp, extra_files=extra_files, extra_meta=extra_meta)
+        _write_reports(job, result, data, tmp)
         monitor.close(flush=True)  # no more heartbeats: the next write is the final transaction
         if monitor.stop_reason == LEASE_LOST:
             return LEASE_LOST
@@ -138,6 +139,18 @@ def _train_and_register(job: Job, dataset: Dataset | None, settings: Settings, s
         return LEASE_LOST
     log.info("job %s succeeded: model %s version %d", job.id, job.model_name, registered)
     return "succeeded"
+
+
+def _write_reports(job: Job, result: Any, data: Any, artifact_dir: Path) -> None:
+    """Validation predictions (with their indices) and every plot, stored with the version's files: the API only
+    serves them (service/reports/version.py). Costs one pass over the validation split plus the rendering."""
+    from service.reports.version import REPORTS_DIR, write_version_reports
+
+    started = time.monotonic()
+    weighting = (job.spec or {}).get("weighting") if isinstance(job.spec, dict) else None
+    written = write_version_reports(result, data, artifact_dir / REPORTS_DIR, f"{job.model_name} · job {job.id[:8]}",
+                                    weighting if isinstance(weighting, dict) else None)
+    log.info("job %s: %d report files in %.1f s", job.id, len(written), time.monotonic() - started)
 
 
 def _export_onnx(result: Any, data: Any, settings: Settings) -> tuple[dict[str, bytes], dict[str, Any]]:

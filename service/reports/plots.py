@@ -273,21 +273,3 @@ def task_png(spec: Any, labels: dict[str, Any], val_idx: np.ndarray, preds: Sequ
             y_true.append(None)
     y_pred = [_pred_name(task, o) for o in outs]
     return confusion_png(name, classes, y_true, y_pred, gated=gated, title=title)
-
-
-def validation_predictions(artifact_dir: Any, dataset_path: Any, cache_dir: Any, device: str = "cpu"
-                           ) -> tuple[Any, dict[str, Any], np.ndarray, list[dict]]:
-    """Blocking: rerun a model version on its dataset's validation split (the trainer's own seeded split of the
-    same dataset with the version's resolved spec) -> (spec, labels, val indices, raw predictions)."""
-    from service.ml.data import load_training_data
-    from service.ml.inference import Predictor
-    from service.ml.train import stratified_split
-
-    predictor = Predictor.load(artifact_dir, device=device)
-    spec, data = load_training_data(predictor.spec, dataset_path, cache_dir)
-    _, val_idx = stratified_split(spec, data)
-    val_idx = np.asarray(val_idx, dtype=np.int64)
-    preds: list[dict] = []
-    for start in range(0, len(val_idx), 256):
-        preds += predictor.predict_arrays(np.asarray(data.images[val_idx[start:start + 256]]), raw=True)
-    return spec, data.labels, val_idx, preds

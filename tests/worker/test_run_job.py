@@ -15,7 +15,7 @@ import pytest
 from service.db import jobs as jobs_repo
 from service.db import registry as registry_repo
 from service.db.base import session_scope
-from service.db.tables import Job, ModelVersion, RegisteredModel
+from service.db.tables import Dataset, Job, ModelVersion, RegisteredModel
 from service.storage import Storage
 from worker import reaper
 from worker.jobs import run_job
@@ -57,6 +57,11 @@ def versions() -> list[ModelVersion]:
         return found
 
 
+def row_dataset_path(dataset_id: str) -> str:
+    with session_scope() as session:
+        return session.get(Dataset, dataset_id).path
+
+
 def test_success_creates_exactly_one_checksummed_version(env, dataset_id):
     job_id = add_job(dataset_id, tiny_spec())
     assert run_job(job_id) == "succeeded"
@@ -76,6 +81,21 @@ def test_success_creates_exactly_one_checksummed_version(env, dataset_id):
     for name, digest in version.checksums.items():
         assert hashlib.sha256((artifact / name).read_bytes()).hexdigest() == digest
     assert json.loads((artifact / "checksums.json").read_text()) == version.checksums
+    # reports stored with the version: the validation split's indices and predictions, curves, one plot per head
+    from service.ml.data import load_training_data
+    from service.ml.spec import parse_spec
+    from service.ml.train import stratified_split
+    from service.reports.version import task_file
+
+    reports = artifact / "reports"
+    validation = json.loads((reports / "validation.json").read_text())
+    spec, data = load_training_data(parse_spec(version.spec), storage.abs(row_dataset_path(dataset_id)),
+                                    storage.dataset_cache_dir(dataset_id))
+    assert validation["indices"] == [int(i) for i in stratified_split(spec, data)[1]]
+    assert len(validation["predictions"]) == len(validation["indices"]) > 0
+    names = {t["name"] for t in version.spec["tasks"]}
+    assert set(validation["predictions"][0]) == names
+    assert {p.name for p in reports.iterdir()} == {"validation.json", "curves.png", *map(task_file, names)}
     with session_scope() as session:
         [model] = session.query(RegisteredModel).all()
         assert (model.name, model.team, model.id) == ("pets", "default", version.model_id)

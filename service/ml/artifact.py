@@ -51,11 +51,7 @@ class Artifact:
 def label_maps(spec: Spec) -> dict[str, dict]:
     maps = {}
     for t in spec.tasks:
-        entry: dict = {"type": t.type}
-        if t.type == "multiclass":
-            entry["classes"] = list(t.classes or [])
-        elif t.type == "binary":
-            entry["classes"] = [False, True]
+        entry = t.head.label_map(t)
         if t.gate is not None:
             entry["gate"] = t.gate.model_dump(mode="json")
         maps[t.name] = entry

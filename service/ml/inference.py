@@ -1,10 +1,11 @@
 """Predictor: an artifact -> per-sample, per-head predictions with gating.
 
 Preprocessing is `service.ml.data.to_pixels`, the same function training used. Output per head:
-  multiclass {"label", "probabilities": {class: p}}, binary {"label": bool, "probability"}, regression {"value"}.
+  multiclass {"label", "probabilities": {class: p}}, binary {"label": bool, "probability"}, regression {"value"},
+  multilabel {"labels": [tag, ...], "probabilities": {tag: p}} (decoding lives in the head types).
 A gated head also has "gated": False when its predicted gate chain is positive; when negative it returns
-{"value": None, "gated": True, "reason": "category predicted 'none'"} (+ "label": None for classification heads).
-The reason names the first negative gate along the chain. With raw=True every head also gets "raw": the ungated
+{"value": None, "gated": True, "reason": "category predicted 'none'"} (+ "label": None for classification heads,
+"labels": None for multilabel). The reason (service.ml.gating) names the first negative gate along the chain. With raw=True every head also gets "raw": the ungated
 label (classification) or value (regression).
 """
 
@@ -18,6 +19,7 @@ import numpy as np
 import PIL.Image
 import torch
 
+from service.ml import gating
 from service.ml.artifact import load_artifact
 from service.ml.data import to_pixels
 from service.ml.network import MultiTaskCNN
@@ -116,55 +118,22 @@ class Predictor:
         if len(batch) == 0:
             return []
         out = self.outputs(batch)
-        decoded: dict[str, list[dict]] = {}
+        preds = {t.name: t.head.predictions(t, out[t.name], self.normalization.get(t.name)) for t in self.spec.tasks}
+        gates = gating.predicted_gates(self.spec, preds)
+        results: list[dict] = [{} for _ in range(len(batch))]
         for t in self.spec.tasks:
-            o = out[t.name]
-            if t.type == "multiclass":
-                z = np.exp(o - o.max(axis=1, keepdims=True))
-                p = z / z.sum(axis=1, keepdims=True)
-                k = p.argmax(axis=1)
-                decoded[t.name] = [
-                    {
-                        "label": t.classes[i],
-                        "probabilities": dict(zip(t.classes, map(float, row), strict=True)),
-                    }
-                    for i, row in zip(k, p, strict=True)
-                ]
-            elif t.type == "binary":
-                p = 1.0 / (1.0 + np.exp(-o))
-                decoded[t.name] = [{"label": bool(v >= 0.5), "probability": float(v)} for v in p]
-            else:
-                norm = self.normalization.get(t.name, {"mean": 0.0, "std": 1.0})
-                decoded[t.name] = [{"value": float(v)} for v in o * norm["std"] + norm["mean"]]
-        results = [{} for _ in range(len(batch))]
-        for name in self.order:
-            t = self.spec.task(name)
+            head = t.head
+            decoded = head.decode(t, preds[t.name], out[t.name])
+            opened, reasons = gates[t.name]
             for i, res in enumerate(results):
-                d = dict(decoded[name][i])
+                d = decoded[i]
                 if raw:
-                    d["raw"] = d["value"] if t.type == "regression" else d["label"]
+                    d["raw"] = head.raw(d)
                 if t.gate is not None:
-                    reason = self._gate_reason(t, res, i, decoded)
-                    if reason is None:
+                    if opened[i]:
                         d["gated"] = False
                     else:
-                        d = {
-                            "value": None,
-                            **({"label": None} if t.type != "regression" else {}),
-                            "gated": True,
-                            "reason": reason,
-                            **({"raw": d["raw"]} if raw else {}),
-                        }
-                res[name] = d
-        return [{t: res[t] for t in self.spec.task_names} for res in results]
-
-    def _gate_reason(self, t, res: dict, i: int, decoded: dict) -> str | None:
-        """None when the gate of task t is predicted positive; else the reason naming the first negative gate."""
-        g = t.gate.task
-        upstream = res[g]
-        if upstream.get("gated"):
-            return upstream["reason"]
-        label = decoded[g][i]["label"]
-        if self.spec.task(g).type == "binary":
-            return None if label else f"{g} predicted false"
-        return None if label in t.gate.classes else f"{g} predicted '{label}'"
+                        d = {**head.gated_output(), "gated": True, "reason": reasons[i],
+                             **({"raw": d["raw"]} if raw else {})}
+                res[t.name] = d
+        return results

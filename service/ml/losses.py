@@ -1,252 +1,300 @@
-"""Per-sample losses (LOSSES registry), gating masks, masked per-head losses and task weighting strategies.
+"""Losses: one `@register_loss` per loss declares its config model, the head types it fits, its output link and
+its per-sample implementation. The spec's loss schema, its error messages and GET /v1/capabilities are all
+built from this registry; operators add losses as plugins (entry-point group `headwise.losses`).
 
-Per head: loss = sum(mask * l) / max(sum(mask), 1), where mask = own label present AND gate not known negative.
-Targets at masked-out positions are replaced before the loss is computed, so garbage there (NaN, class -1)
-can never turn into NaN values or NaN gradients; a head with no labelled sample gives exactly 0.
+A head's loss is one config or a list of them (`[{"type": "mse", "weight": 1}, {"type": "mae", "weight": 0.2}]`):
+per sample, sum(weight_i * loss_i). `masked_loss` is THE masked mean used by training and validation:
+sum(mask * per_sample) / max(count, 1). Targets at masked-out positions are replaced before the loss is computed
+(head type's `safe_target`), so garbage there never turns into NaN values or NaN gradients.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import math
+import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from pydantic import Field, create_model, field_validator
+from torch import Tensor
 
-from service.ml.spec import Spec, Task
+from service.ml.strict import SpecError, StrictModel, validate_part
 
+ENTRY_POINT_GROUP = "headwise.losses"
 _EPS = 1e-12
+LINKS = ("identity", "log")  # how a regression head's output maps to the label: value | log of the value
 
 
-class _Registry(dict):
-    def __missing__(self, key):
-        raise KeyError(f"unknown loss '{key}'; valid losses: {', '.join(sorted(self))}")
+class LossConfig(StrictModel):
+    """Base of every loss config: `type` (the registered name) and `weight` (factor within a composite loss)."""
+
+    type: str
+    weight: float = Field(1.0, ge=0.0)
 
 
-def _cross_entropy(out: Tensor, target: Tensor, p) -> Tensor:
-    return F.cross_entropy(out.float(), target.long(), reduction="none", label_smoothing=p.label_smoothing)
+@dataclass(frozen=True)
+class LossEntry:
+    name: str
+    config: type[LossConfig]
+    heads: tuple[str, ...]
+    fn: Callable[[Tensor, Tensor, Any], Tensor]  # (output, target, config) -> per-sample loss (B,)
+    link: str = "identity"
+    plugin: str | None = None  # the distribution that registered it (None: built in)
+
+    @property
+    def doc(self) -> str:
+        return (self.fn.__doc__ or "").strip().split("\n")[0]
 
 
-def _binary_cross_entropy(out: Tensor, target: Tensor, p) -> Tensor:
-    pos_weight = getattr(p, "pos_weight", None)
-    pw = None if pos_weight is None else torch.tensor(pos_weight, dtype=torch.float32, device=out.device)
-    return F.binary_cross_entropy_with_logits(out.float(), target.float(), reduction="none", pos_weight=pw)
+LOSSES: dict[str, LossEntry] = {}
+PLUGIN_ERRORS: list[str] = []
+_plugins_loaded = False
 
 
-def _focal(out: Tensor, target: Tensor, p) -> Tensor:
-    """Focal loss (Lin et al. 2017). Multiclass (B, K): -(1 - p_t)^gamma * log p_t, times alpha when given.
-    Binary (B,): BCE * (1 - p_t)^gamma, times alpha for positives and (1 - alpha) for negatives when given."""
-    out = out.float()
-    if out.dim() == 2:
+def register_loss(name: str, *, heads: tuple[str, ...], config: type[LossConfig] = LossConfig,
+                  link: str = "identity", plugin: str | None = None):
+    """Decorator: register `fn(output, target, config) -> per-sample loss (B,)` as loss `name`."""
+    if link not in LINKS:
+        raise ValueError(f"loss '{name}': link must be one of {LINKS}")
+
+    def decorate(fn):
+        if name in LOSSES and LOSSES[name].fn is not fn:
+            raise ValueError(f"loss '{name}' is already registered")
+        model = create_model(f"{name.title().replace('_', '')}Loss", __base__=config,
+                             type=(Literal[name], name))  # type: ignore[call-overload]
+        model.__doc__ = (fn.__doc__ or "").strip().split("\n")[0]
+        LOSSES[name] = LossEntry(name, model, tuple(heads), fn, link, plugin)
+        return fn
+
+    return decorate
+
+
+def load_plugins() -> None:
+    """Import every `headwise.losses` entry point once (each registers its losses with @register_loss). A plugin
+    that fails to load is skipped with a warning and listed in PLUGIN_ERRORS (shown by /v1/capabilities)."""
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            obj = ep.load()
+            if callable(obj) and not isinstance(obj, type):
+                obj()  # an entry point may also name a register() function
+        except Exception as exc:  # a broken plugin must not take the service down
+            PLUGIN_ERRORS.append(f"{ep.name} ({ep.value}): {type(exc).__name__}: {exc}")
+            warnings.warn(f"loss plugin {ep.name} not loaded: {exc}", RuntimeWarning, stacklevel=2)
+
+
+def registry() -> dict[str, LossEntry]:
+    load_plugins()
+    return LOSSES
+
+
+def allowed_losses(head_type: str) -> list[str]:
+    return [n for n, e in registry().items() if head_type in e.heads]
+
+
+# ---------------------------------------------------------------- spec side
+def parse_losses(value: Any, head_type: str) -> LossConfig | list[LossConfig]:
+    """A task's `loss` (name, object or non-empty list of them) -> validated config(s). SpecError("loss...: ...")."""
+    if isinstance(value, list):
+        if not value:
+            raise SpecError(["loss: a loss list needs at least 1 item"])
+        out, errors = [], []
+        for i, item in enumerate(value):
+            try:
+                out.append(_parse_one(item, head_type, f"loss[{i}]"))
+            except SpecError as exc:
+                errors += exc.errors
+        links = {registry()[c.type].link for c in out}
+        if not errors and len(links) > 1:
+            errors.append(f"loss: the losses of one head must share an output link; got {', '.join(sorted(links))}")
+        if errors:
+            raise SpecError(errors)
+        return out
+    return _parse_one(value, head_type, "loss")
+
+
+def _parse_one(value: Any, head_type: str, path: str) -> LossConfig:
+    if isinstance(value, LossConfig):
+        value = value.model_dump()
+    if isinstance(value, str):
+        value = {"type": value}
+    allowed = ", ".join(allowed_losses(head_type))
+    if not isinstance(value, dict):
+        raise SpecError([f"{path}: must be a loss name or an object with 'type'; got {value!r}"])
+    name = value.get("type")
+    if name is None:
+        raise SpecError([f"{path}: a loss object needs a 'type'; allowed: {allowed}"])
+    entry = registry().get(name) if isinstance(name, str) else None
+    if entry is None:
+        raise SpecError([f"{path}: {name!r} is not a loss; allowed: {allowed}"])
+    if head_type not in entry.heads:
+        raise SpecError([f"{path}: '{name}' does not fit a {head_type} task; allowed: {allowed}"])
+    return validate_part(entry.config, value, path)
+
+
+def loss_list(task) -> list[LossConfig]:
+    return list(task.loss) if isinstance(task.loss, list) else [task.loss]
+
+
+def loss_link(task) -> str:
+    return registry()[loss_list(task)[0].type].link
+
+
+def loss_json_schema() -> dict:
+    """JSON Schema of one loss object: oneOf the registered configs (the spec's `loss` is this or a list)."""
+    one = {"oneOf": [_config_schema(e) for e in registry().values()]}
+    return {"anyOf": [{"type": "string", "enum": list(registry())}, one, {"type": "array", "items": one,
+                                                                            "minItems": 1}]}
+
+
+def _config_schema(entry: LossEntry) -> dict:
+    return entry.config.model_json_schema()
+
+
+# ---------------------------------------------------------------- computing
+def per_sample_loss(task, output: Tensor, target: Tensor) -> Tensor:
+    """The task's (composite) loss per sample (B,), float32. Targets must be valid everywhere."""
+    total = None
+    for cfg in loss_list(task):
+        term = registry()[cfg.type].fn(output.float(), target, cfg)
+        term = term if cfg.weight == 1.0 else cfg.weight * term
+        total = term if total is None else total + term
+    return total
+
+
+def masked_loss(task, head, output: Tensor, target: Tensor, mask: Tensor, count: int) -> Tensor:
+    """Masked mean loss of one head: sum(mask * l) / max(count, 1). count = mask.sum() (given, so a training step
+    never waits for the device). A head with count 0 gives exactly 0.0 with zero gradient."""
+    per = per_sample_loss(task, output, head.safe_target(target, mask, output))
+    return torch.where(mask, per, torch.zeros_like(per)).sum() / max(int(count), 1)
+
+
+# ---------------------------------------------------------------- built-in losses
+class CrossEntropyConfig(LossConfig):
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+class BCEConfig(LossConfig):
+    pos_weight: float | list[float] | None = None  # a list (one per tag) for multilabel heads
+
+    @field_validator("pos_weight")
+    @classmethod
+    def _positive(cls, v):
+        values = v if isinstance(v, list) else [] if v is None else [v]
+        if any(not x > 0 for x in values):
+            raise ValueError("must be > 0")
+        return v
+
+
+class FocalConfig(LossConfig):
+    gamma: float = Field(2.0, ge=0.0)
+    alpha: float | None = Field(None, ge=0.0, le=1.0)
+
+
+class HuberConfig(LossConfig):
+    delta: float = Field(1.0, gt=0.0)
+
+
+class SmoothL1Config(LossConfig):
+    beta: float = Field(1.0, gt=0.0)
+
+
+class QuantileConfig(LossConfig):
+    q: float = Field(0.5, gt=0.0, lt=1.0)
+
+
+def _tag_mean(loss: Tensor) -> Tensor:
+    """Multilabel (B, K) element losses -> per sample (B,): mean over the tags; (B,) passes through."""
+    return loss.mean(dim=1) if loss.dim() == 2 else loss
+
+
+@register_loss("cross_entropy", heads=("multiclass",), config=CrossEntropyConfig)
+def cross_entropy(out: Tensor, target: Tensor, p) -> Tensor:
+    """Softmax cross-entropy over the classes (optional label smoothing)."""
+    return F.cross_entropy(out, target.long(), reduction="none", label_smoothing=p.label_smoothing)
+
+
+@register_loss("binary_cross_entropy", heads=("binary", "multilabel"), config=BCEConfig)
+def binary_cross_entropy(out: Tensor, target: Tensor, p) -> Tensor:
+    """Sigmoid binary cross-entropy (multilabel: one per tag, averaged); pos_weight scales the positives."""
+    pw = None if p.pos_weight is None else torch.tensor(p.pos_weight, dtype=torch.float32, device=out.device)
+    return _tag_mean(F.binary_cross_entropy_with_logits(out, target.float(), reduction="none", pos_weight=pw))
+
+
+@register_loss("focal", heads=("multiclass", "binary", "multilabel"), config=FocalConfig)
+def focal(out: Tensor, target: Tensor, p) -> Tensor:
+    """Focal loss (Lin et al. 2017): (1 - p_t)^gamma times the cross-entropy, alpha-balanced when given."""
+    if out.dim() == 2 and target.dim() == 1:  # multiclass (B, K) with class indices
         logpt = F.log_softmax(out, dim=1).gather(1, target.long()[:, None])[:, 0]  # (B,)
         loss = -((-torch.expm1(logpt)).clamp_min(_EPS) ** p.gamma) * logpt
         return loss if p.alpha is None else p.alpha * loss
     y = target.float()
     ce = F.binary_cross_entropy_with_logits(out, y, reduction="none")
     prob = torch.sigmoid(out)
-    one_minus_pt = (prob * (1 - y) + (1 - prob) * y).clamp_min(_EPS)
-    loss = ce * one_minus_pt**p.gamma
+    loss = ce * (prob * (1 - y) + (1 - prob) * y).clamp_min(_EPS) ** p.gamma
     if p.alpha is not None:
         loss = (p.alpha * y + (1 - p.alpha) * (1 - y)) * loss
-    return loss
+    return _tag_mean(loss)
 
 
-def _mse(out: Tensor, target: Tensor, p) -> Tensor:
-    return (out.float() - target.float()) ** 2
+@register_loss("mse", heads=("regression",))
+def mse(out: Tensor, target: Tensor, p) -> Tensor:
+    """Squared error."""
+    return (out - target.float()) ** 2
 
 
-def _mae(out: Tensor, target: Tensor, p) -> Tensor:
-    return (out.float() - target.float()).abs()
+@register_loss("mae", heads=("regression",))
+def mae(out: Tensor, target: Tensor, p) -> Tensor:
+    """Absolute error."""
+    return (out - target.float()).abs()
 
 
-def _huber(out: Tensor, target: Tensor, p) -> Tensor:
-    return F.huber_loss(out.float(), target.float(), reduction="none", delta=p.delta)
+@register_loss("huber", heads=("regression",), config=HuberConfig)
+def huber(out: Tensor, target: Tensor, p) -> Tensor:
+    """Huber loss: squared within delta, linear beyond (0.5 d^2 | delta (|d| - delta / 2))."""
+    return F.huber_loss(out, target.float(), reduction="none", delta=p.delta)
 
 
-# name -> fn(output, target, params) -> per-sample loss (B,); params is the spec's loss object (e.g. HuberLoss).
-LOSSES: dict[str, Callable[[Tensor, Tensor, object], Tensor]] = _Registry(
-    cross_entropy=_cross_entropy,
-    binary_cross_entropy=_binary_cross_entropy,
-    focal=_focal,
-    mse=_mse,
-    mae=_mae,
-    huber=_huber,
-)
+@register_loss("smooth_l1", heads=("regression",), config=SmoothL1Config)
+def smooth_l1(out: Tensor, target: Tensor, p) -> Tensor:
+    """Smooth L1: 0.5 d^2 / beta within beta, |d| - beta / 2 beyond."""
+    return F.smooth_l1_loss(out, target.float(), reduction="none", beta=p.beta)
 
 
-def per_sample_loss(task: Task, output: Tensor, target: Tensor) -> Tensor:
-    """The task's configured loss per sample (B,), float32. Targets must be valid everywhere."""
-    return LOSSES[task.loss.type](output, target, task.loss)
+@register_loss("log_cosh", heads=("regression",))
+def log_cosh(out: Tensor, target: Tensor, p) -> Tensor:
+    """log(cosh(d)), computed stably as |d| + softplus(-2|d|) - log 2."""
+    d = (out - target.float()).abs()
+    return d + F.softplus(-2.0 * d) - math.log(2.0)
 
 
-# ---------------------------------------------------------------- gating
-def gate_positive(spec: Spec, task: str, gate_target: Tensor) -> Tensor:
-    """Bool (B,): is the gate of `task` positive given the gate task's *labels* (class index or 0/1)?
-    Meaningless where the gate task is unlabelled; combine with its mask."""
-    indices = spec.gate_class_indices(task)
-    if indices is None:  # binary gate task: positive = true
-        return gate_target.float() >= 0.5
-    return torch.isin(gate_target.long(), torch.tensor(indices, device=gate_target.device))
+@register_loss("quantile", heads=("regression",), config=QuantileConfig)
+def quantile(out: Tensor, target: Tensor, p) -> Tensor:
+    """Pinball loss for quantile q: max(q d, (q - 1) d) with d = target - output."""
+    d = target.float() - out
+    return torch.maximum(p.q * d, (p.q - 1.0) * d)
 
 
-def predicted_gate_positive(spec: Spec, task: str, gate_output: Tensor) -> Tensor:
-    """Bool (B,): is the gate of `task` positive given the gate head's *output* (binary logit >= 0, i.e.
-    probability >= 0.5; multiclass argmax among the gate classes)?"""
-    indices = spec.gate_class_indices(task)
-    if indices is None:
-        return gate_output >= 0
-    return torch.isin(gate_output.argmax(dim=1), torch.tensor(indices, device=gate_output.device))
+@register_loss("poisson", heads=("regression",), link="log")
+def poisson(out: Tensor, target: Tensor, p) -> Tensor:
+    """Poisson negative log-likelihood for counts; the head outputs the log-rate: exp(out) - y out."""
+    return torch.exp(out) - target.float() * out
 
 
-def known_negative(spec: Spec, targets: dict[str, Tensor], masks: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Bool (B,) per task: its gate is known negative (gate task labelled and not positive, or the gate task
-    itself known negative, recursively along gate chains). All False for ungated tasks."""
-    neg: dict[str, Tensor] = {}
-    for name in spec.gate_order():
-        gate = spec.task(name).gate
-        m = masks[name]
-        if gate is None:
-            neg[name] = torch.zeros(m.shape, dtype=torch.bool, device=m.device)
-            continue
-        labelled = masks[gate.task].bool()
-        neg[name] = (labelled & ~gate_positive(spec, name, targets[gate.task])) | neg[gate.task]
-    return neg
-
-
-def effective_masks(spec: Spec, targets: dict[str, Tensor], masks: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Training mask per task (bool, B): own label present AND gate not known negative."""
-    neg = known_negative(spec, targets, masks)
-    return {name: masks[name].bool() & ~neg[name] for name in spec.task_names}
-
-
-# ---------------------------------------------------------------- masked losses
-def _safe_target(task: Task, target: Tensor, mask: Tensor, output: Tensor) -> Tensor:
-    if task.type == "regression":
-        return torch.where(mask, target.float(), output.detach().float())
-    if task.type == "multiclass":
-        return torch.where(mask, target.long(), torch.zeros_like(target, dtype=torch.long))
-    return torch.where(mask, target.float(), torch.zeros_like(target, dtype=torch.float32))
-
-
-def task_losses(
-    spec: Spec, outputs: dict[str, Tensor], targets: dict[str, Tensor], masks: dict[str, Tensor]
-) -> dict[str, tuple[Tensor, int]]:
-    """{task: (masked mean loss (scalar float32 tensor), labelled count)}; gating applied via effective_masks.
-    A head with count 0 gives exactly 0.0 with zero gradient. One host sync for all the counts."""
-    eff = effective_masks(spec, targets, masks)
-    losses = []
-    for task in spec.tasks:
-        m = eff[task.name]
-        out = outputs[task.name]
-        per = per_sample_loss(task, out, _safe_target(task, targets[task.name], m, out))  # (B,)
-        per = torch.where(m, per, torch.zeros_like(per))
-        losses.append(per.sum() / m.sum().clamp_min(1))
-    counts = torch.stack([eff[n].sum() for n in spec.task_names]).tolist()
-    return {n: (loss, int(c)) for n, loss, c in zip(spec.task_names, losses, counts, strict=True)}
-
-
-# ---------------------------------------------------------------- weighting
-class Weighting(nn.Module):
-    """Combines per-head losses into the total. Heads with count 0 are left out entirely (no gradient reaches
-    their head or their weighting parameters). Subclasses: FixedWeighting, UncertaintyWeighting, DWAWeighting."""
-
-    def __init__(self, spec: Spec):
-        super().__init__()
-        self.task_names = spec.task_names
-        self.spec_weights = {t.name: t.weight for t in spec.tasks}
-        self.task_types = {t.name: t.type for t in spec.tasks}
-
-    def _term(self, name: str, loss: Tensor) -> Tensor:
-        raise NotImplementedError
-
-    def combine(self, losses: dict[str, tuple[Tensor, int]]) -> Tensor:
-        """Weighted total (scalar). If no head has labels: a zero connected to the graph (backward is safe)."""
-        terms = [self._term(n, loss) for n, (loss, count) in losses.items() if count > 0]
-        if not terms:
-            return sum(loss * 0.0 for loss, _ in losses.values())
-        return torch.stack(terms).sum()
-
-    def weights(self) -> dict[str, float]:
-        """Current effective factor on each task's loss."""
-        raise NotImplementedError
-
-    def end_epoch(self, mean_train_losses: dict[str, float]) -> None:
-        """Called once per epoch with the mean train loss of each task that had labels that epoch."""
-
-    def parameters_for(self, task: str) -> list[nn.Parameter]:
-        """Learned weighting parameters that belong to `task` (empty unless uncertainty weighting)."""
-        return []
-
-
-class FixedWeighting(Weighting):
-    def _term(self, name: str, loss: Tensor) -> Tensor:
-        return self.spec_weights[name] * loss
-
-    def weights(self) -> dict[str, float]:
-        return dict(self.spec_weights)
-
-
-class UncertaintyWeighting(Weighting):
-    """Kendall et al. 2018: learned s_k = log sigma_k^2 (init 0). Classification term exp(-s) L + s/2,
-    regression term exp(-s) L / 2 + s/2; each times the spec weight."""
-
-    def __init__(self, spec: Spec):
-        super().__init__(spec)
-        self.log_vars = nn.ParameterList(nn.Parameter(torch.zeros(())) for _ in self.task_names)
-        self._index = {n: i for i, n in enumerate(self.task_names)}
-
-    def _scale(self, name: str) -> float:
-        return 0.5 if self.task_types[name] == "regression" else 1.0
-
-    def _term(self, name: str, loss: Tensor) -> Tensor:
-        s = self.log_vars[self._index[name]]
-        return self.spec_weights[name] * (self._scale(name) * torch.exp(-s) * loss + 0.5 * s)
-
-    def weights(self) -> dict[str, float]:
-        return {
-            n: self.spec_weights[n] * self._scale(n) * math.exp(-float(self.log_vars[i].detach()))
-            for i, n in enumerate(self.task_names)
-        }
-
-    def parameters_for(self, task: str) -> list[nn.Parameter]:
-        return [self.log_vars[self._index[task]]]
-
-
-class DWAWeighting(Weighting):
-    """Dynamic Weight Average (Liu et al. 2019): w_k = K exp(r_k / T) / sum_j exp(r_j / T) with
-    r_k = L_k(t-1) / L_k(t-2) (mean train losses of the last two epochs in which task k had labels; r_k = 1
-    until a task has two such epochs, so all weights are 1 for the first two epochs). Times the spec weight.
-    The loss history and current weights are buffers, so they are in state_dict."""
-
-    def __init__(self, spec: Spec):
-        super().__init__(spec)
-        k = len(self.task_names)
-        self.temperature = spec.weighting.temperature
-        self.register_buffer("history", torch.full((2, k), float("nan"), dtype=torch.float64))  # [t-1, t-2]
-        self.register_buffer("dwa_weights", torch.ones(k, dtype=torch.float32))
-
-    def _term(self, name: str, loss: Tensor) -> Tensor:
-        w = self.dwa_weights[self.task_names.index(name)]
-        return self.spec_weights[name] * w * loss
-
-    def weights(self) -> dict[str, float]:
-        return {n: self.spec_weights[n] * float(w) for n, w in zip(self.task_names, self.dwa_weights.tolist(),
-                                                                   strict=True)}
-
-    def end_epoch(self, mean_train_losses: dict[str, float]) -> None:
-        hist = self.history.clone()
-        for i, name in enumerate(self.task_names):
-            value = mean_train_losses.get(name)
-            if value is not None and math.isfinite(value):
-                hist[1, i] = hist[0, i]
-                hist[0, i] = value
-        ratios = torch.where(hist.isnan().any(dim=0), torch.ones_like(hist[0]), hist[0] / hist[1].clamp_min(_EPS))
-        w = len(self.task_names) * torch.softmax(ratios / self.temperature, dim=0)
-        self.history.copy_(hist)
-        self.dwa_weights.copy_(w.to(self.dwa_weights.dtype))
-
-
-def make_weighting(spec: Spec) -> Weighting:
-    strategies = {"fixed": FixedWeighting, "uncertainty": UncertaintyWeighting, "dwa": DWAWeighting}
-    return strategies[spec.weighting.strategy](spec)
+def task_losses(spec, outputs: dict[str, Tensor], targets: dict[str, Tensor], masks: dict[str, Tensor]
+                ) -> dict[str, tuple[Tensor, int]]:
+    """{task: (masked mean loss, labelled count)} for whole tensors; `masks` are the effective masks
+    (service.ml.gating.effective_masks applies the gates)."""
+    out = {}
+    for t in spec.tasks:
+        m = masks[t.name].bool()
+        count = int(m.sum())
+        out[t.name] = (masked_loss(t, t.head, outputs[t.name], targets[t.name], m, count), count)
+    return out

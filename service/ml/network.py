@@ -40,14 +40,15 @@ class MultiTaskCNN(nn.Module):
     no labels keeps no running statistics that could drift).
 
     forward(x): x float (B, C, H, W) in [0, 1] (any memory format, channels_last friendly) ->
-    {task: multiclass logits (B, K) | binary logit (B,) | regression value (B,) in standardised units}.
+    {task: (B, K) for vector heads (multiclass logits, multilabel tag logits) | (B,) binary logit / regression
+    value in standardised units}.
     """
 
     def __init__(self, spec: Spec):
         super().__init__()
         cfg = spec.model
         self.task_names = spec.task_names
-        self.task_types = {t.name: t.type for t in spec.tasks}
+        self.vector = {t.name: t.head.vector_output for t in spec.tasks}
         self._index = {name: i for i, name in enumerate(self.task_names)}
         stem_stride = 2 if cfg.image_size >= 64 else 1
         self.register_buffer("pixel_mean", torch.full((1, cfg.channels, 1, 1), PIXEL_MEAN), persistent=False)
@@ -104,7 +105,7 @@ class MultiTaskCNN(nn.Module):
         out = {}
         for name, head in zip(self.task_names, self.heads, strict=True):
             y = head(z)  # (B, K) or (B, 1)
-            out[name] = y if self.task_types[name] == "multiclass" else y[:, 0]
+            out[name] = y if self.vector[name] else y[:, 0]
         return out
 
     def head(self, task: str) -> nn.Module:
@@ -114,6 +115,11 @@ class MultiTaskCNN(nn.Module):
 
     def head_parameters(self, task: str) -> list[nn.Parameter]:
         return list(self.head(task).parameters())
+
+    def last_shared_parameters(self) -> list[nn.Parameter]:
+        """The last shared layer with weights (GradNorm's W): the last residual block's final BatchNorm affine
+        (its conv is multiplied by a zero-initialised BN weight, so the BN parameters carry the gradient)."""
+        return list(self.blocks[-1].bn2.parameters())
 
     def trunk_parameters(self) -> list[nn.Parameter]:
         return [*self.stem.parameters(), *self.blocks.parameters()]

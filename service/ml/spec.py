@@ -1,8 +1,9 @@
 """The training spec: tasks (heads), losses, gates, weighting, model and training settings.
 
 `parse_spec(data)` is the one entry point for untrusted input; it returns a validated, normalised `Spec`
-(loss names become loss objects, default losses and every default value are filled in) or raises `SpecError`
-whose messages name the field and say what is allowed.
+(loss names become loss configs, default losses and every default value are filled in) or raises `SpecError`
+whose messages name the field and say what is allowed. Head types, losses and weighting strategies come from
+their registries (service.ml.heads, service.ml.losses, service.ml.weighting): what is registered is allowed.
 """
 
 from __future__ import annotations
@@ -14,86 +15,42 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-TASK_TYPES = ("multiclass", "binary", "regression")
-DEFAULT_LOSS = {"multiclass": "cross_entropy", "binary": "binary_cross_entropy", "regression": "mse"}
-LOSSES_FOR_TYPE = {
-    "multiclass": ("cross_entropy", "focal"),
-    "binary": ("binary_cross_entropy", "focal"),
-    "regression": ("mse", "mae", "huber"),
-}
-ALL_LOSSES = ("cross_entropy", "binary_cross_entropy", "focal", "mse", "mae", "huber")
+from service.ml import losses as L
+from service.ml.heads import HEAD_TYPES
+from service.ml.strict import SpecError, StrictModel, validate_part
 
+__all__ = ["Gate", "ModelConfig", "Spec", "SpecError", "Task", "TrainingConfig", "Weighting", "parse_spec"]
 
-class SpecError(ValueError):
-    """Invalid spec. `errors` is a list of "field.path: message" strings; pickle-safe (args == (errors,))."""
-
-    def __init__(self, errors: list[str] | str):
-        errors = [errors] if isinstance(errors, str) else list(errors)
-        super().__init__(errors)
-        self.errors = errors
-
-    def __str__(self) -> str:
-        return "; ".join(self.errors)
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-
-# ---------------------------------------------------------------- losses
-class CrossEntropyLoss(_Model):
-    type: Literal["cross_entropy"] = "cross_entropy"
-    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
-
-
-class BinaryCrossEntropyLoss(_Model):
-    type: Literal["binary_cross_entropy"] = "binary_cross_entropy"
-    pos_weight: float | None = Field(None, gt=0.0)
-
-
-class FocalLoss(_Model):
-    type: Literal["focal"] = "focal"
-    gamma: float = Field(2.0, ge=0.0)
-    alpha: float | None = Field(None, ge=0.0, le=1.0)
-
-
-class MSELoss(_Model):
-    type: Literal["mse"] = "mse"
-
-
-class MAELoss(_Model):
-    type: Literal["mae"] = "mae"
-
-
-class HuberLoss(_Model):
-    type: Literal["huber"] = "huber"
-    delta: float = Field(1.0, gt=0.0)
-
-
-Loss = Annotated[
-    Union[CrossEntropyLoss, BinaryCrossEntropyLoss, FocalLoss, MSELoss, MAELoss, HuberLoss],  # noqa: UP007
-    Field(discriminator="type"),
-]
+_Model = StrictModel
+# v1 names of the loss configs (kept for callers)
+CrossEntropyLoss, BinaryCrossEntropyLoss, FocalLoss, HuberLoss, MSELoss, MAELoss = (
+    L.LOSSES[n].config for n in ("cross_entropy", "binary_cross_entropy", "focal", "huber", "mse", "mae"))
+TASK_TYPES = tuple(HEAD_TYPES)
 
 
 # ---------------------------------------------------------------- tasks
 class Gate(_Model):
     """The head applies only where `task` is positive: binary gate task -> label true (classes omitted);
-    multiclass gate task -> label in `classes`."""
+    multiclass / multilabel gate task -> label (one of the tags) in `classes`."""
 
     task: str
     classes: list[str] | None = None
 
 
-class Task(_Model):
+class Task(BaseModel):
+    """One head. `type` is a registered head type; its extra fields (e.g. multilabel `threshold`) are validated by
+    the head type's `Fields` model; `loss` is one registered loss config or a list of them."""
+
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+
     name: str = Field(min_length=1, max_length=100)
     column: str | None = Field(None, min_length=1)
-    type: Literal["multiclass", "binary", "regression"]
+    type: str
     classes: list[str] | None = None
-    loss: Loss
+    loss: Any = None
     weight: float = Field(1.0, ge=0.0)
     gate: Gate | None = None
-    standardize: bool = True  # regression only (ignored for classification heads)
+    standardize: bool = True  # regression only (ignored for other heads)
 
     @property
     def source(self) -> str:
@@ -101,28 +58,40 @@ class Task(_Model):
         return self.column or self.name
 
     @property
+    def head(self):
+        return HEAD_TYPES[self.type]
+
+    @property
+    def losses(self) -> list[L.LossConfig]:
+        return L.loss_list(self)
+
+    @property
     def num_outputs(self) -> int:
-        """Width of the head's output: number of classes for multiclass (classes must be known), else 1."""
-        if self.type == "multiclass":
-            if not self.classes:
-                raise ValueError(f"task '{self.name}': classes are not known yet (resolve the spec with data)")
-            return len(self.classes)
-        return 1
+        """Width of the head's output (classes must be known for multiclass / multilabel)."""
+        return self.head.num_outputs(self)
 
     @model_validator(mode="before")
     @classmethod
-    def _normalise_loss(cls, data: Any) -> Any:
+    def _normalise(cls, data: Any) -> Any:
         if not isinstance(data, dict):
             return data
         data = dict(data)
-        loss = data.get("loss")
-        if loss is None:
-            if data.get("type") in DEFAULT_LOSS:
-                data["loss"] = {"type": DEFAULT_LOSS[data["type"]]}
-            else:
-                data.pop("loss", None)
-        elif isinstance(loss, str):
-            data["loss"] = {"type": loss}
+        kind = data.get("type")
+        if not isinstance(kind, str) or kind not in HEAD_TYPES:
+            shown = "required field is missing" if kind is None else f"{_show(kind)} is not allowed"
+            raise SpecError([f"type: {shown}; allowed: {', '.join(HEAD_TYPES)}"])
+        head = HEAD_TYPES[kind]
+        declared = list(cls.model_fields)
+        extra = {k: v for k, v in data.items() if k not in declared}
+        try:
+            fields = validate_part(head.Fields, extra)
+        except SpecError as exc:
+            allowed = ", ".join([*declared, *head.Fields.model_fields])
+            raise SpecError([e.replace("unknown field; allowed: " + (", ".join(head.Fields.model_fields)
+                                                                      or "(none)"), f"unknown field; allowed: {allowed}")
+                             for e in exc.errors]) from None
+        data.update(fields.model_dump())
+        data["loss"] = L.parse_losses(data.get("loss") or head.default_loss, kind)
         return data
 
     @model_validator(mode="after")
@@ -130,30 +99,42 @@ class Task(_Model):
         errors = []
         if "." in self.name:
             errors.append(f"name: '{self.name}' may not contain '.'; set 'column' for the dataset column")
-        if self.classes is not None:
-            if self.type != "multiclass":
-                errors.append(f"classes: only allowed for multiclass tasks; this task is {self.type}")
-            elif len(self.classes) < 2:
-                errors.append(f"classes: a multiclass task needs at least 2 classes; got {len(self.classes)}")
-            seen: set[str] = set()
-            for i, c in enumerate(self.classes):
-                if c == "":
-                    errors.append(f"classes[{i}]: empty class name")
-                elif c in seen:
-                    errors.append(f"classes[{i}]: duplicate class '{c}'")
-                seen.add(c)
-        if self.loss.type not in LOSSES_FOR_TYPE[self.type]:
-            allowed = ", ".join(LOSSES_FOR_TYPE[self.type])
-            errors.append(f"loss: '{self.loss.type}' does not fit a {self.type} task; allowed: {allowed}")
+        errors += self.head.check_task(self)
         if errors:
             raise SpecError(errors)
         return self
 
 
 # ---------------------------------------------------------------- settings
-class Weighting(_Model):
-    strategy: Literal["fixed", "uncertainty", "dwa"] = "fixed"
+class Weighting(BaseModel):
+    """`strategy` names a registered weighting strategy; its parameters (e.g. gradnorm `alpha`) are validated by
+    the strategy's `Config`. `temperature` (DWA) is accepted for every strategy (spec_version 1 specs carry it)."""
+
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+
+    strategy: str = "fixed"
     temperature: float = Field(2.0, gt=0.0)  # DWA temperature T
+
+    @model_validator(mode="before")
+    @classmethod
+    def _params(cls, data: Any) -> Any:
+        from service.ml.weighting import STRATEGIES
+
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        name = data.get("strategy", "fixed")
+        if not isinstance(name, str) or name not in STRATEGIES:
+            raise SpecError([f"strategy: {_show(name)} is not allowed; allowed: {', '.join(STRATEGIES)}"])
+        config = STRATEGIES[name].Config
+        extra = {k: v for k, v in data.items() if k not in cls.model_fields}
+        try:
+            data.update(validate_part(config, extra).model_dump())
+        except SpecError as exc:
+            allowed = ", ".join([*cls.model_fields, *config.model_fields])
+            raise SpecError([e.split("unknown field;")[0] + f"unknown field; allowed: {allowed}"
+                             if "unknown field;" in e else e for e in exc.errors]) from None
+        return data
 
 
 class ModelConfig(_Model):
@@ -287,24 +268,7 @@ def _gate_errors(spec: Spec, t: Task, path: str, names: list[str]) -> list[str]:
     if gate.task not in names:
         return [f"{path}.task: '{gate.task}' is not a task; tasks are: {', '.join(names)}"]
     g = spec.task(gate.task)
-    if g.type == "regression":
-        return [f"{path}.task: '{g.name}' is a regression task; a gate must be a binary or multiclass task"]
-    if g.type == "binary":
-        if gate.classes is not None:
-            return [f"{path}.classes: not allowed for binary gate task '{g.name}' (positive means true); remove it"]
-        return []
-    known = f"; choose from: {', '.join(g.classes)}" if g.classes else ""
-    if not gate.classes:
-        return [f"{path}.classes: required (at least one class) for multiclass gate task '{g.name}'{known}"]
-    errors = []
-    seen: set[str] = set()
-    for j, c in enumerate(gate.classes):
-        if c in seen:
-            errors.append(f"{path}.classes[{j}]: duplicate class '{c}'")
-        elif g.classes is not None and c not in g.classes:
-            errors.append(f"{path}.classes[{j}]: '{c}' is not a class of '{g.name}'; classes are: {', '.join(g.classes)}")
-        seen.add(c)
-    return errors
+    return g.head.check_gate(gate.classes, g, path)
 
 
 def _cycle_errors(gate_of: dict[str, str], index: dict[str, int]) -> list[str]:
@@ -376,14 +340,6 @@ def _message(err: dict, loc: tuple, ann: Any, data: Any) -> str:
     if kind == "literal_error":
         allowed = ", ".join(str(a) for a in typing.get_args(_unwrap(ann))) or err["ctx"].get("expected", "")
         return f"{_show(value)} is not allowed; allowed: {allowed}"
-    if kind in ("union_tag_invalid", "union_tag_not_found"):
-        task_type = _lookup(data, loc[:-1] + ("type",))
-        allowed = ", ".join(LOSSES_FOR_TYPE.get(task_type, ALL_LOSSES))
-        if kind == "union_tag_not_found":
-            return f"a loss object needs a 'type'; allowed: {allowed}"
-        return f"{_show(err['ctx']['tag'])} is not a loss; allowed: {allowed}"
-    if kind == "model_attributes_type" and loc and loc[-1] == "loss":
-        return f"must be a loss name or an object with 'type'; got {_show(value)}"
     if kind == "too_short":
         return f"needs at least {err['ctx']['min_length']} item(s); got {err['ctx']['actual_length']}"
     msg = err["msg"].replace("Input should be", "must be")

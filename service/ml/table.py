@@ -37,7 +37,7 @@ MAX_SUMMARY_VALUES = 100
 class Table:
     format: str  # "zip" | "npz"
     keys: list[str]  # zip: member path inside the archive; npz: str(index)
-    columns: dict[str, list]  # raw values per sample: None = missing, else str | float | bool
+    columns: dict[str, list]  # raw values per sample: None = missing, else str | float | bool | tuple (tags)
     warnings: list[str] = field(default_factory=list)
     source: str = ""  # the labels file (or the .npz file) named in messages
     rows: list[int] | None = None  # row/line/index number shown in messages per sample (default i + 1)
@@ -88,6 +88,8 @@ def class_name(v) -> str:
         return "true" if v else "false"
     if isinstance(v, float):
         return str(int(v)) if v.is_integer() else repr(v)
+    if isinstance(v, tuple):
+        return "|".join(v) if v else "[]"
     return str(v)
 
 
@@ -215,7 +217,13 @@ def _json_value(v, where: str):
             return float(v)
         except OverflowError:
             raise DataError(f"{where}: number out of range") from None
-    raise DataError(f"{where}: expected a string, number, boolean or null, got a JSON {type(v).__name__}")
+    if isinstance(v, list):  # a tag set (multilabel heads): a list of strings; [] = labelled, no tag
+        if all(isinstance(t, str) for t in v):
+            return tuple(t.strip() for t in v)
+        raise DataError(f"{where}: expected a string, number, boolean, list of strings (tags) or null; a list "
+                        "must hold only strings")
+    raise DataError(f"{where}: expected a string, number, boolean, list of strings or null, got a JSON "
+                    f"{type(v).__name__}")
 
 
 def _parse_jsonl(text: str, source: str, limits: Limits) -> Table:

@@ -1,19 +1,11 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 
-from service.ml.losses import (
-    LOSSES,
-    DWAWeighting,
-    FixedWeighting,
-    UncertaintyWeighting,
-    effective_masks,
-    gate_positive,
-    make_weighting,
-    predicted_gate_positive,
-    task_losses,
-)
+from service.ml import gating
+from service.ml.losses import LOSSES, task_losses
 from service.ml.spec import (
     BinaryCrossEntropyLoss,
     CrossEntropyLoss,
@@ -21,8 +13,26 @@ from service.ml.spec import (
     HuberLoss,
     MAELoss,
     MSELoss,
+    SpecError,
     parse_spec,
 )
+from service.ml.weighting import make_weighting
+from service.ml.weighting.dwa import DWA as DWAWeighting
+from service.ml.weighting.fixed import Fixed as FixedWeighting
+from service.ml.weighting.uncertainty import Uncertainty as UncertaintyWeighting
+
+
+class _Fns(dict):
+    def __getitem__(self, name):
+        return LOSSES[name].fn
+
+
+FN = _Fns()
+
+
+def combine(w, losses):
+    return w.combine({n: v[0] for n, v in losses.items()}, {n: v[1] for n, v in losses.items()})
+
 
 LN2, LN3, LN4 = math.log(2), math.log(3), math.log(4)
 LN43 = math.log(4 / 3)  # -log(3/4)
@@ -36,50 +46,50 @@ def close(actual, expected):
 def test_cross_entropy_and_label_smoothing():
     logits = torch.tensor([[0.0, LN3], [0.0, LN3]])  # softmax = [1/4, 3/4]
     target = torch.tensor([1, 0])
-    close(LOSSES["cross_entropy"](logits, target, CrossEntropyLoss()), [LN43, LN4])
+    close(FN["cross_entropy"](logits, target, CrossEntropyLoss()), [LN43, LN4])
     # eps=0.2, K=2: target distribution [0.1, 0.9] for class 1
-    close(LOSSES["cross_entropy"](logits[:1], target[:1], CrossEntropyLoss(label_smoothing=0.2)),
+    close(FN["cross_entropy"](logits[:1], target[:1], CrossEntropyLoss(label_smoothing=0.2)),
           [0.1 * LN4 + 0.9 * LN43])
 
 
 def test_binary_cross_entropy_and_pos_weight():
     logits = torch.tensor([0.0, 0.0, LN3])
     target = torch.tensor([1.0, 0.0, 1.0])
-    close(LOSSES["binary_cross_entropy"](logits, target, BinaryCrossEntropyLoss()), [LN2, LN2, LN43])
-    close(LOSSES["binary_cross_entropy"](logits, target, BinaryCrossEntropyLoss(pos_weight=3.0)),
+    close(FN["binary_cross_entropy"](logits, target, BinaryCrossEntropyLoss()), [LN2, LN2, LN43])
+    close(FN["binary_cross_entropy"](logits, target, BinaryCrossEntropyLoss(pos_weight=3.0)),
           [3 * LN2, LN2, 3 * LN43])
 
 
 def test_focal_binary_gamma_and_alpha():
     logits = torch.tensor([0.0, 0.0, LN3])  # p = 0.5, 0.5, 0.75
     target = torch.tensor([1.0, 0.0, 1.0])
-    close(LOSSES["focal"](logits, target, FocalLoss(gamma=2.0)), [0.25 * LN2, 0.25 * LN2, 0.0625 * LN43])
-    close(LOSSES["focal"](logits, target, FocalLoss(gamma=2.0, alpha=0.25)),
+    close(FN["focal"](logits, target, FocalLoss(gamma=2.0)), [0.25 * LN2, 0.25 * LN2, 0.0625 * LN43])
+    close(FN["focal"](logits, target, FocalLoss(gamma=2.0, alpha=0.25)),
           [0.25 * 0.25 * LN2, 0.75 * 0.25 * LN2, 0.25 * 0.0625 * LN43])
-    close(LOSSES["focal"](logits, target, FocalLoss(gamma=0.0)), [LN2, LN2, LN43])
+    close(FN["focal"](logits, target, FocalLoss(gamma=0.0)), [LN2, LN2, LN43])
 
 
 def test_focal_multiclass_gamma_and_alpha():
     logits = torch.tensor([[0.0, LN3], [0.0, LN3]])  # p = [1/4, 3/4]
     target = torch.tensor([1, 0])
-    close(LOSSES["focal"](logits, target, FocalLoss(gamma=2.0)), [0.0625 * LN43, 0.5625 * LN4])
-    close(LOSSES["focal"](logits, target, FocalLoss(gamma=1.0, alpha=0.5)), [0.5 * 0.25 * LN43, 0.5 * 0.75 * LN4])
-    close(LOSSES["focal"](logits, target, FocalLoss(gamma=0.0)),
-          LOSSES["cross_entropy"](logits, target, CrossEntropyLoss()).tolist())
+    close(FN["focal"](logits, target, FocalLoss(gamma=2.0)), [0.0625 * LN43, 0.5625 * LN4])
+    close(FN["focal"](logits, target, FocalLoss(gamma=1.0, alpha=0.5)), [0.5 * 0.25 * LN43, 0.5 * 0.75 * LN4])
+    close(FN["focal"](logits, target, FocalLoss(gamma=0.0)),
+          FN["cross_entropy"](logits, target, CrossEntropyLoss()).tolist())
 
 
 def test_regression_losses_and_huber_delta():
     out = torch.tensor([1.0, 2.0, 0.0])
     target = torch.tensor([0.0, 4.0, 3.0])  # |d| = 1, 2, 3
-    close(LOSSES["mse"](out, target, MSELoss()), [1.0, 4.0, 9.0])
-    close(LOSSES["mae"](out, target, MAELoss()), [1.0, 2.0, 3.0])
-    close(LOSSES["huber"](out, target, HuberLoss()), [0.5, 1.5, 2.5])
-    close(LOSSES["huber"](out, target, HuberLoss(delta=2.0)), [0.5, 2.0, 4.0])
+    close(FN["mse"](out, target, MSELoss()), [1.0, 4.0, 9.0])
+    close(FN["mae"](out, target, MAELoss()), [1.0, 2.0, 3.0])
+    close(FN["huber"](out, target, HuberLoss()), [0.5, 1.5, 2.5])
+    close(FN["huber"](out, target, HuberLoss(delta=2.0)), [0.5, 2.0, 4.0])
 
 
 def test_unknown_loss_lists_valid_names():
-    with pytest.raises(KeyError, match="unknown loss 'hinge'; valid losses: binary_cross_entropy, cross_entropy"):
-        LOSSES["hinge"]
+    with pytest.raises(SpecError, match="tasks.0..loss: 'hinge' is not a loss; allowed: mse, mae, huber"):
+        parse_spec({"tasks": [{"name": "r", "type": "regression", "loss": "hinge"}]})
 
 
 # ------------------------------------------------------------ masked task losses
@@ -136,7 +146,7 @@ def test_all_missing_batch_gives_exact_zero_and_zero_grad():
         for name, out in outputs.items():
             assert torch.isfinite(out.grad).all() and not out.grad.any(), name
             out.grad = None
-    total = FixedWeighting(SPEC).combine(task_losses(SPEC, outputs, targets, masks))
+    total = combine(FixedWeighting(SPEC), task_losses(SPEC, outputs, targets, masks))
     assert total.item() == 0.0 and total.requires_grad
     total.backward()
     assert all(not o.grad.any() for o in outputs.values())
@@ -157,11 +167,12 @@ def test_focal_saturated_output_has_finite_grad_with_small_gamma():
 
 # ------------------------------------------------------------ gating
 def test_gate_positive_from_labels_and_predictions():
-    assert gate_positive(SPEC, "tail", torch.tensor([0, 1, 2])).tolist() == [False, True, True]
-    assert gate_positive(SPEC, "len", torch.tensor([0.0, 1.0])).tolist() == [False, True]
-    logits = torch.tensor([[2.0, 0.0, 0.0], [0.0, 0.0, 3.0]])
-    assert predicted_gate_positive(SPEC, "tail", logits).tolist() == [False, True]
-    assert predicted_gate_positive(SPEC, "len", torch.tensor([-0.1, 0.0])).tolist() == [False, True]
+    assert gating.gate_positive(SPEC, "tail", {"cat": np.array([0, 1, 2])}).tolist() == [False, True, True]
+    assert gating.gate_positive(SPEC, "len", {"tail": np.array([0.0, 1.0])}).tolist() == [False, True]
+    preds = {"cat": np.array([0, 2]), "tail": np.array([0.4, 0.5]), "len": np.array([1.0, 2.0])}
+    gates = gating.predicted_gates(SPEC, preds)
+    assert gates["tail"][0].tolist() == [False, True] and gates["tail"][1] == ["cat predicted 'none'", None]
+    assert gates["len"][0].tolist() == [False, True] and gates["len"][1] == ["cat predicted 'none'", None]
 
 
 def test_effective_masks_with_chain():
@@ -172,14 +183,14 @@ def test_effective_masks_with_chain():
                "len": torch.ones(6)}
     masks = {"cat": torch.tensor([1, 1, 1, 0, 1, 1]).bool(), "tail": torch.tensor([0, 1, 1, 1, 0, 0]).bool(),
              "len": torch.ones(6, dtype=torch.bool)}
-    eff = effective_masks(SPEC, targets, masks)
+    eff = gating.effective_masks(SPEC, targets, masks)
     assert eff["cat"].tolist() == [True, True, True, False, True, True]
     assert eff["tail"].tolist() == [False, True, True, True, False, False]
     # len: row 0 & 4 negative through the chain (cat none), row 2 tail known 0; rows 1, 3, 5 stay
     assert eff["len"].tolist() == [False, True, False, True, False, True]
     # a tail label on a 'none' row is dropped (gate violation)
     masks["tail"] = torch.ones(6, dtype=torch.bool)
-    assert effective_masks(SPEC, targets, masks)["tail"].tolist() == [False, True, True, True, False, True]
+    assert gating.effective_masks(SPEC, targets, masks)["tail"].tolist() == [False, True, True, True, False, True]
 
 
 # ------------------------------------------------------------ weighting
@@ -191,7 +202,7 @@ def test_fixed_weighting_excludes_empty_heads():
     w = make_weighting(SPEC)
     assert isinstance(w, FixedWeighting)
     assert w.weights() == {"cat": 1.0, "tail": 1.0, "len": 2.0}
-    close(w.combine(_losses(1.5, torch.tensor(0.25))), 1.5 + 2 * 0.25)
+    close(combine(w, _losses(1.5, torch.tensor(0.25))), 1.5 + 2 * 0.25)
     w.end_epoch({"cat": 1.0})
     assert w.parameters_for("cat") == []
 
@@ -201,10 +212,10 @@ def test_uncertainty_weighting_values_and_grads():
     w = make_weighting(spec)
     assert isinstance(w, UncertaintyWeighting)
     assert w.weights() == {"cat": 1.0, "tail": 1.0, "len": 1.0}  # len: weight 2 * 0.5 (regression)
-    close(w.combine(_losses(2.0, torch.tensor(4.0))), 2.0 + 2 * 0.5 * 4.0)
+    close(combine(w, _losses(2.0, torch.tensor(4.0))), 2.0 + 2 * 0.5 * 4.0)
     with torch.no_grad():
         w.parameters_for("cat")[0].fill_(LN2)
-    total = w.combine(_losses(2.0, torch.tensor(4.0)))
+    total = combine(w, _losses(2.0, torch.tensor(4.0)))
     close(total, 0.5 * 2.0 + 0.5 * LN2 + 2 * 0.5 * 4.0)
     total.backward()
     s_cat, s_tail, s_len = (w.parameters_for(n)[0] for n in SPEC.task_names)
@@ -229,7 +240,7 @@ def test_dwa_weighting_history_and_state():
     w.end_epoch({"a": 0.5, "b": 1.0})  # r = [0.5, 1]
     wa = 2 / (1 + math.exp(0.25))
     assert w.weights() == pytest.approx({"a": wa, "b": 2 - wa})
-    close(w.combine({"a": (torch.tensor(1.0), 1), "b": (torch.tensor(3.0), 1)}), wa + 3 * (2 - wa))
+    close(combine(w, {"a": (torch.tensor(1.0), 1), "b": (torch.tensor(3.0), 1)}), wa + 3 * (2 - wa))
     w.end_epoch({"a": 0.25})  # b had no labels: its history is kept, r_b stays 1
     assert w.weights() == pytest.approx({"a": wa, "b": 2 - wa})
     w2 = make_weighting(spec)
@@ -245,7 +256,7 @@ def test_combine_with_no_labels_anywhere_is_zero_and_backward_safe():
     x = torch.tensor(1.0, requires_grad=True)
     for strategy in ("fixed", "uncertainty", "dwa"):
         w = make_weighting(parse_spec({**SPEC.to_json_dict(), "weighting": {"strategy": strategy}}))
-        total = w.combine({"cat": (x * 0, 0), "tail": (x * 0, 0), "len": (x * 0, 0)})
+        total = combine(w, {"cat": (x * 0, 0), "tail": (x * 0, 0), "len": (x * 0, 0)})
         assert total.item() == 0.0
         total.backward()
 
@@ -265,7 +276,7 @@ def test_head_without_labels_is_not_moved_by_adamw_step():
         before = [p.detach().clone() for p in net.head_parameters("tail") + weighting.parameters_for("tail")]
         opt.zero_grad()
         losses = task_losses(spec, net(x), targets, masks)
-        weighting.combine(losses).backward()
+        combine(weighting, losses).backward()
         opt.step()
         after = net.head_parameters("tail") + weighting.parameters_for("tail")
         moved = any(not torch.equal(a, b) for a, b in zip(before, after, strict=True))

@@ -36,7 +36,7 @@ def test_example_parses_with_normalised_losses_and_defaults():
     assert spec.task_names == ["category", "is_adult", "age", "size"]
     assert spec.task("category").loss.type == "cross_entropy"
     assert spec.task("category").loss.label_smoothing == 0.0
-    assert spec.task("is_adult").loss.model_dump() == {"type": "focal", "gamma": 2.0, "alpha": None}
+    assert spec.task("is_adult").loss.model_dump() == {"type": "focal", "weight": 1.0, "gamma": 2.0, "alpha": None}
     assert spec.task("age").loss == HuberLoss(delta=2.0)
     assert spec.task("size").loss.type == "mse"
     assert spec.task("size").source == "size"
@@ -63,7 +63,7 @@ def test_default_loss_per_type_and_object_form():
 def test_round_trip_json_dict_and_text():
     spec = parse_spec(BASE)
     data = spec.to_json_dict()
-    assert data["tasks"][1]["loss"] == {"type": "focal", "gamma": 2.0, "alpha": None}
+    assert data["tasks"][1]["loss"] == {"type": "focal", "weight": 1.0, "gamma": 2.0, "alpha": None}
     assert data["training"]["early_stopping"] is None and data["model"]["head_hidden"] == 64
     assert parse_spec(data) == spec
     assert parse_spec(json.dumps(data)) == spec
@@ -119,12 +119,12 @@ def test_spec_error_pickle_and_str():
      "tasks[0].foo: unknown field; allowed: name, column, type, classes, loss, weight, gate, standardize"),
     (lambda d: d.update(extra=1), "extra: unknown field; allowed: spec_version, tasks"),
     (lambda d: d["tasks"][2].update(loss={"type": "huber", "alpha": 1}),
-     "tasks[2].loss.alpha: unknown field; allowed: type, delta"),
+     "tasks[2].loss.alpha: unknown field; allowed: type, weight, delta"),
     (lambda d: d["tasks"][3]["gate"].update(extra=True), "tasks[3].gate.extra: unknown field; allowed: task, classes"),
     (lambda d: d["training"].update(optimizer="adam"), "training.optimizer: 'adam' is not allowed; allowed: adamw, sgd"),
     (lambda d: d["training"].update(schedule="step"), "training.schedule: 'step' is not allowed; allowed: cosine, none"),
-    (lambda d: d["weighting"].update(strategy="gradnorm"),
-     "weighting.strategy: 'gradnorm' is not allowed; allowed: fixed, uncertainty, dwa"),
+    (lambda d: d["weighting"].update(strategy="magic"),
+     "weighting.strategy: 'magic' is not allowed; allowed: fixed, uncertainty, dwa, gradnorm, pcgrad"),
     (lambda d: d["model"].update(channels=2), "model.channels: 2 is not allowed; allowed: 1, 3"),
     (lambda d: d["tasks"][1].update(type="boolean"),
      "tasks[1].type: 'boolean' is not allowed; allowed: multiclass, binary, regression"),
@@ -135,7 +135,7 @@ def test_spec_error_pickle_and_str():
      "tasks[0].loss.label_smoothing: must be less than 1"),
     (lambda d: d["tasks"][2].update(name="category"), "tasks[2].name: duplicate task name 'category' (also tasks[0])"),
     (lambda d: d["tasks"][3]["gate"].update(task="age"),
-     "tasks[3].gate.task: 'age' is a regression task; a gate must be a binary or multiclass task"),
+     "tasks[3].gate.task: 'age' is a regression task; a gate must be a multiclass, binary or multilabel task"),
     (lambda d: d["tasks"][3]["gate"].update(classes=["cat", "cow"]),
      "tasks[3].gate.classes[1]: 'cow' is not a class of 'category'; classes are: none, cat, dog"),
     (lambda d: d["tasks"][3]["gate"].update(classes=["cat", "cat"]), "tasks[3].gate.classes[1]: duplicate class 'cat'"),
@@ -151,8 +151,8 @@ def test_spec_error_pickle_and_str():
     (lambda d: d["tasks"][1].update(weight=-0.5), "tasks[1].weight: must be greater than or equal to 0; got -0.5"),
     (lambda d: d["tasks"][1].update(weight=float("inf")), "tasks[1].weight: must be a finite number"),
     (lambda d: d["tasks"][1].update(classes=["a", "b"]),
-     "tasks[1].classes: only allowed for multiclass tasks; this task is binary"),
-    (lambda d: d["tasks"][2].update(classes=["a", "b"]), "tasks[2].classes: only allowed for multiclass tasks"),
+     "tasks[1].classes: only allowed for multiclass, multilabel tasks; this task is binary"),
+    (lambda d: d["tasks"][2].update(classes=["a", "b"]), "tasks[2].classes: only allowed for multiclass, multilabel tasks"),
     (lambda d: d["tasks"][0].update(classes=["none", "cat", "none"]), "tasks[0].classes[2]: duplicate class 'none'"),
     (lambda d: d["tasks"][0].update(classes=["none"]),
      "tasks[0].classes: a multiclass task needs at least 2 classes; got 1"),

@@ -1,0 +1,112 @@
+"""train(): the epoch loop around a Run: deterministic CPU kernels, per-epoch checkpoints and resume, early
+stopping on a validation metric, the best epoch's weights as the result.
+
+Determinism: every epoch starts from `torch.manual_seed(epoch_seed(seed, epoch))` (dropout) and draws its shuffle
+and augmentation from generators seeded the same way, so an epoch depends only on the state saved at the end of
+the previous one: a run resumed from a checkpoint is bit-identical (on CPU) to an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from service.ml import metrics as M
+from service.ml.spec import Spec, SpecError
+from service.ml.train.loop import Run
+from service.ml.train.state import CHECKPOINT, TrainResult, cpu_state, load_checkpoint, save_checkpoint, score
+
+
+def resolve_device(device: str, spec: Spec) -> torch.device:
+    name = spec.training.device if device == "auto" else device
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device '{name}' was requested but no CUDA device is available")
+    return torch.device(name)
+
+
+def _check_metric(spec: Spec) -> str:
+    es = spec.training.early_stopping
+    select = es.metric if es is not None else "val_loss"
+    if select != "val_loss":
+        task, key = select.split(".", 1)
+        if key not in M.metric_names(spec, task):
+            raise SpecError([f"training.early_stopping.metric: '{key}' is not a metric of '{task}'; allowed: "
+                             f"{', '.join(M.metric_names(spec, task))}"])
+    return select
+
+
+def train(spec: Spec, data, *, device: str = "auto", on_epoch: Callable[[dict], None] | None = None,
+          should_stop: Callable[[], bool] | None = None, checkpoint_dir: Path | str | None = None,
+          on_step: Callable[[dict], None] | None = None) -> TrainResult:
+    """Train a MultiTaskCNN on `data` (see module doc). Raises TrainingCancelled when should_stop() turns true."""
+    dev = resolve_device(device, spec)
+    select = _check_metric(spec)
+    # Deterministic kernels on CPU (process-global: restored afterwards). Filling uninitialised memory with NaN
+    # (a debugging aid that is part of deterministic mode) only costs time, so it is switched off meanwhile.
+    det = torch.utils.deterministic
+    restore = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+               det.fill_uninitialized_memory)
+    if dev.type == "cpu":
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        det.fill_uninitialized_memory = False
+    try:
+        return _train(spec, data, dev, select, on_epoch, should_stop, checkpoint_dir, on_step)
+    finally:
+        torch.use_deterministic_algorithms(restore[0], warn_only=restore[1])
+        det.fill_uninitialized_memory = restore[2]
+
+
+def _epoch(run: Run, epoch: int, should_stop, on_step) -> dict:
+    t0 = time.perf_counter()
+    lr = run.opt.param_groups[0]["lr"]
+    train_stats = run.train_epoch(epoch, should_stop, on_step)
+    train_seconds = time.perf_counter() - t0
+    weights = run.weighting.weights()
+    run.weighting.end_epoch({t: v["loss"] for t, v in train_stats.items() if v["loss"] is not None})
+    run.sched.step()
+    val, val_loss = run.validate()
+    return {"epoch": epoch + 1, "lr": lr, "seconds": time.perf_counter() - t0,
+            "images_per_second": len(run.train_idx) / max(train_seconds, 1e-9), "weights": weights,
+            "train": train_stats, "val": val, "val_loss": val_loss}
+
+
+def _train(spec, data, dev, select, on_epoch, should_stop, checkpoint_dir, on_step) -> TrainResult:
+    run = Run(spec, data, dev)
+    higher = M.higher_is_better(select)
+    history: list[dict] = []
+    best: dict = {"epoch": 0, "score": None, "state": None, "weights": None}
+    done, start = False, 0
+    ckpt_path = Path(checkpoint_dir) / CHECKPOINT if checkpoint_dir is not None else None
+    if ckpt_path is not None and ckpt_path.exists():
+        history, best, done, start = load_checkpoint(ckpt_path, run)
+    elif ckpt_path is not None:
+        ckpt_path.parent.mkdir(parents=True, exist_ok=True)
+    patience = spec.training.early_stopping.patience if spec.training.early_stopping else None
+    for epoch in range(start, spec.training.epochs):
+        if done:
+            break
+        item = _epoch(run, epoch, should_stop, on_step)
+        history.append(item)
+        s = score(item, select)
+        if s is not None and math.isfinite(s) and (best["score"] is None or (s > best["score"] if higher
+                                                                              else s < best["score"])):
+            best = {"epoch": epoch + 1, "score": s, "state": cpu_state(run.model), "weights": item["weights"]}
+        if patience is not None and best["epoch"] and epoch + 1 - best["epoch"] >= patience:
+            done = True
+        if ckpt_path is not None:
+            save_checkpoint(ckpt_path, run, epoch + 1, history, best, done)
+        if on_epoch is not None:
+            on_epoch(item)
+    if best["state"] is None:  # no usable validation score: keep the last epoch
+        best = {"epoch": len(history), "score": None, "state": cpu_state(run.model),
+                "weights": history[-1]["weights"] if history else run.weighting.weights()}
+    chosen = history[best["epoch"] - 1] if history else {"val": {}, "val_loss": None}
+    return TrainResult(spec=spec, state_dict=best["state"], history=history,
+                       metrics={"val_loss": chosen["val_loss"], "tasks": chosen["val"]}, best_epoch=best["epoch"],
+                       normalization=run.norm, weighting=best["weights"])

@@ -1,9 +1,14 @@
-"""service.reports.plots: curves, confusion matrices and scatter plots are real, non-blank PNGs with the right content."""
+"""service.reports.plots: what is drawn, checked on the pixels. Panels are located by the colours matplotlib
+draws them with (tab:blue/orange/green lines, the Blues colormap, red gate-mistake marks), so each test fails
+when a line, a panel, a cell's shade or a mark is missing or in the wrong place."""
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
+from PIL import Image
 
 from service.domain import main_metric
 from service.ml.data import Labels
@@ -11,22 +16,76 @@ from service.ml.spec import parse_spec
 from service.reports import plots
 from tests.ui.helpers import decode_png, history
 
+BLUE, ORANGE, GREEN, RED = (31, 119, 180), (255, 127, 14), (44, 160, 44), (255, 0, 0)
 
-def test_curves_fixed_weighting() -> None:
-    pixels = decode_png(plots.curves_png(history(5), {"strategy": "fixed"}, title="demo"))
-    assert pixels.shape[1] >= 600  # total loss + two heads side by side
+
+def rgb(png: bytes) -> np.ndarray:
+    decode_png(png, min_size=(100, 100))
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
+
+
+def near(pixels: np.ndarray, colour: tuple[int, int, int], tol: int = 30) -> np.ndarray:
+    return np.abs(pixels - np.array(colour)).sum(axis=2) < tol
+
+
+def runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    out, start = [], None
+    for i, v in enumerate(list(mask) + [False]):
+        if v and start is None:
+            start = i
+        elif not v and start is not None:
+            out.append((start, i))
+            start = None
+    return out
+
+
+def cell_shades(png: bytes, n: int) -> np.ndarray:
+    """The confusion matrix's n x n cells as darkness 0..1 (sampled off-centre, away from the count text)."""
+    px = rgb(png)
+    bluish = (px[:, :, 2] > px[:, :, 0]) & (px[:, :, 2] >= 200 - 150)  # every Blues shade, not white or black
+    bluish &= px.sum(axis=2) < 3 * 255
+    col_runs = runs(bluish.sum(axis=0) > 5)
+    x0, x1 = max(col_runs, key=lambda r: r[1] - r[0])  # the matrix; the colorbar is the narrow run
+    row_runs = runs(bluish[:, x0:x1].sum(axis=1) > 5)
+    y0, y1 = max(row_runs, key=lambda r: r[1] - r[0])
+    cw, ch = (x1 - x0) / n, (y1 - y0) / n
+    out = np.zeros((n, n))
+    for i in range(n):
+        for j in range(n):
+            patch = px[int(y0 + (i + 0.15) * ch):int(y0 + (i + 0.3) * ch), int(x0 + (j + 0.15) * cw):int(x0 + (j + 0.3) * cw)]
+            out[i, j] = 1 - patch[:, :, 0].mean() / 247  # Blues: red channel 247 (empty) .. 8 (full)
+    return out
+
+
+def thirds(mask: np.ndarray) -> list[int]:
+    w = mask.shape[1] // 3
+    return [int(mask[:, k * w:(k + 1) * w].sum()) for k in range(3)]
+
+
+def test_curves_fixed_weighting_panels_and_lines() -> None:
+    px = rgb(plots.curves_png(history(5), {"strategy": "fixed"}, title="demo"))
+    assert px.shape == (340, 1380, 3)  # total + two heads, one row of 4.6 x 3.4 inch panels at 100 dpi
+    total, category, size = thirds(near(px, GREEN))
+    assert total == 0 and category > 100 and size > 100  # the main metric line is drawn in each head panel only
+    assert all(n > 100 for n in thirds(near(px, ORANGE)))  # val loss in every panel (C1 in the total panel)
 
 
 def test_curves_learned_weighting_adds_weight_panel() -> None:
-    fixed = decode_png(plots.curves_png(history(5, tasks=("a", "b", "c"), learned=True), "fixed"))
-    learned = decode_png(plots.curves_png(history(5, tasks=("a", "b", "c"), learned=True), "uncertainty"))
-    # 1 total + 3 heads = 4 panels (2 rows of 3) either way, but the learned one draws a 5th panel
-    assert learned.shape == fixed.shape
-    assert not np.array_equal(learned, fixed)
+    h = history(5, tasks=("a", "b", "c"), learned=True)
+    fixed, learned = rgb(plots.curves_png(h, "fixed")), rgb(plots.curves_png(h, "uncertainty"))
+    assert fixed.shape == learned.shape == (680, 1380, 3)  # 2 rows of 3 either way
+    cell = (slice(340, 680), slice(460, 920))  # row 2, column 2: the task-weight panel when learned
+    coloured = lambda px: int((near(px, BLUE) | near(px, ORANGE) | near(px, GREEN))[cell].sum())  # noqa: E731
+    assert coloured(fixed) == 0 and coloured(learned) > 300
+    assert int((fixed[340:, 920:] < 250).sum()) == 0  # the unused sixth cell stays blank
 
 
 def test_curves_without_history_is_a_message_image() -> None:
-    decode_png(plots.curves_png([], "fixed", title="job x"), min_size=(300, 100))
+    px = rgb(plots.curves_png([], "fixed", title="job x"))
+    assert px.shape == (300, 600, 3)
+    text = near(px, (68, 68, 68), tol=60)
+    assert 50 < text.sum() < 0.1 * px.shape[0] * px.shape[1]  # a line of text, no plot
+    assert not (near(px, BLUE) | near(px, ORANGE) | near(px, GREEN)).any()
 
 
 def test_curves_tolerate_missing_values() -> None:
@@ -34,7 +93,9 @@ def test_curves_tolerate_missing_values() -> None:
     h[1]["val"]["category"]["accuracy"] = None
     h[2]["val_loss"] = None
     del h[0]["val"]["size"]
-    decode_png(plots.curves_png(h, "dwa"))
+    px = rgb(plots.curves_png(h, "dwa"))
+    total, category, size = thirds(near(px, GREEN))
+    assert category > 20 and size > 20  # the gaps leave the rest of each line drawn
 
 
 def test_main_metric_preference() -> None:
@@ -44,14 +105,29 @@ def test_main_metric_preference() -> None:
     assert main_metric({"loss": 1, "labelled": 2}) is None
 
 
-def test_confusion_with_gate_column() -> None:
+def test_confusion_shades_follow_the_matrix() -> None:
+    classes = ["a", "b", "c"]
+    right = cell_shades(plots.confusion_png("t", classes, classes * 4, classes * 4), 3)
+    assert (np.diag(right) > 0.8).all() and (right[~np.eye(3, dtype=bool)] < 0.1).all()
+    all_a = cell_shades(plots.confusion_png("t", classes, classes * 4, ["a"] * 12), 3)
+    assert (all_a[:, 0] > 0.8).all() and (all_a[:, 1:] < 0.1).all()
+    half = cell_shades(plots.confusion_png("t", classes, ["a"] * 4, ["a", "a", "b", "b"]), 3)
+    assert 0.3 < half[0, 0] < 0.7 and abs(half[0, 0] - half[0, 1]) < 0.1 and (half[1:] < 0.1).all()
+
+
+def test_confusion_outlines_gate_mistakes_in_red() -> None:
     y_true = ["a", "b", "a", plots.GATED, plots.GATED, "b", None]
     y_pred = ["a", "b", None, None, "a", "a", "b"]
-    decode_png(plots.confusion_png("t", ["a", "b"], y_true, y_pred, gated=True))
+    with_mistakes = rgb(plots.confusion_png("t", ["a", "b"], y_true, y_pred, gated=True))
+    red = near(with_mistakes, RED, tol=60)
+    assert red.sum() > 100
+    clean = rgb(plots.confusion_png("t", ["a", "b"], ["a", "b", plots.GATED], ["a", "b", None], gated=True))
+    assert near(clean, RED, tol=60).sum() == 0
 
 
 def test_confusion_without_labels_is_a_message() -> None:
-    decode_png(plots.confusion_png("t", ["a"], [None, None], ["a", "a"]), min_size=(300, 100))
+    px = rgb(plots.confusion_png("t", ["a"], [None, None], ["a", "a"]))
+    assert px.shape == (300, 600, 3) and not near(px, (8, 48, 107), tol=60).any()
 
 
 def test_scatter_marks_gate_mistakes() -> None:
@@ -59,8 +135,11 @@ def test_scatter_marks_gate_mistakes() -> None:
     true = rng.normal(size=40)
     pred = [float(v + rng.normal(scale=0.1)) for v in true]
     raw = list(pred)
+    clean = rgb(plots.scatter_png("size", true.tolist(), pred, raw))
     pred[3] = pred[7] = None  # suppressed although labelled
-    decode_png(plots.scatter_png("size", true.tolist(), pred, raw, false_open=2))
+    marked = rgb(plots.scatter_png("size", true.tolist(), pred, raw, false_open=2))
+    assert near(clean, BLUE, tol=80).sum() > 200 and near(clean, RED, tol=60).sum() == 0
+    assert near(marked, RED, tol=60).sum() > 20  # two red x marks (and the legend's)
 
 
 SPEC = parse_spec({
@@ -100,13 +179,17 @@ def _preds() -> list[dict]:
     return out
 
 
-@pytest.mark.parametrize("task", ["category", "is_big", "size"])
-def test_task_png_every_head_type(task: str) -> None:
-    val_idx = np.arange(8)
-    decode_png(plots.task_png(SPEC, _labels(), val_idx, _preds(), task, title="m v1"))
+@pytest.mark.parametrize(("task", "kind"), [("category", "matrix"), ("is_big", "matrix+red"), ("size", "scatter+red")])
+def test_task_png_every_head_type(task: str, kind: str) -> None:
+    px = rgb(plots.task_png(SPEC, _labels(), np.arange(8), _preds(), task, title="m v1"))
+    matrix = near(px, (8, 48, 107), tol=60).sum() > 50  # the colorbar's darkest Blues shade: a confusion matrix
+    assert matrix == kind.startswith("matrix")
+    # sample 2 is a labelled square that the predicted gate suppressed: a gate mistake for the gated heads
+    assert (near(px, RED, tol=60).sum() > 20) == kind.endswith("red")
 
 
 def test_task_png_on_a_subset_of_samples() -> None:
-    val_idx = np.array([1, 2, 5])
+    val_idx = np.array([1, 5])  # no gate mistake among these
     preds = [_preds()[i] for i in val_idx]
-    decode_png(plots.task_png(SPEC, _labels(), val_idx, preds, "size"))
+    px = rgb(plots.task_png(SPEC, _labels(), val_idx, preds, "size"))
+    assert near(px, BLUE, tol=80).sum() > 20 and near(px, RED, tol=60).sum() == 0

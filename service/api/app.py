@@ -25,12 +25,13 @@ from service.api import (
     plots,
     predict,
     registry,
+    spec,
     ui,
     v2,
     workers,
 )
 from service.api.errors import install_error_handlers
-from service.api.openapi import add_models, body_models
+from service.api.openapi import add_models, body_models, document_errors, link_spec
 from service.api.schemas import ErrorRead
 from service.auth import KeyAuthenticator
 from service.config import Settings, get_settings
@@ -46,7 +47,7 @@ log = logging.getLogger("headwise.api")
 
 def api_router() -> APIRouter:
     router = APIRouter()
-    for module in (predict, v2, health, datasets, jobs, models, registry, keys, workers):  # predict first: the hot path matches at once
+    for module in (predict, v2, health, datasets, jobs, models, registry, spec, keys, workers):  # predict first: the hot path matches at once
         router.include_router(module.router)
     return router
 
@@ -100,6 +101,8 @@ def _error_openapi(app: FastAPI) -> None:
             if "HTTPValidationError" not in str(schema["paths"]):
                 components.pop("HTTPValidationError", None)
                 components.pop("ValidationError", None)
+            document_errors(schema)
+            schema = link_spec(schema)  # JobCreate.spec, JobRead.spec, ... -> the engine's Spec
             app.openapi_schema = schema
         return app.openapi_schema
 

@@ -56,13 +56,28 @@ async def _service_error(_request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status_code, exc.kind, exc.message, exc.headers)
 
 
-async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at this path (Starlette's 405 names only the first matching route's)."""
+    from starlette.routing import Match
+
+    def served(method: str) -> bool:
+        scope = {**request.scope, "method": method}
+        return any(route.matches(scope)[0] == Match.FULL for route in request.app.router.routes)
+
+    return [m for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE") if served(m)]
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     kind = HTTP_KINDS.get(exc.status_code, "Error")
     detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+    headers = dict(getattr(exc, "headers", None) or {})
     if exc.status_code == 404 and detail == "Not Found":
         detail = "no such route"
-    return error_response(exc.status_code, kind, detail, getattr(exc, "headers", None))
+    if exc.status_code == 405:
+        headers["Allow"] = ", ".join(allowed_methods(request))
+        detail = f"{request.method} is not allowed here; allowed: {headers['Allow']}"
+    return error_response(exc.status_code, kind, detail, headers or None)
 
 
 async def _request_validation(_request: Request, exc: Exception) -> JSONResponse:

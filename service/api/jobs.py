@@ -32,7 +32,7 @@ from service.storage import Storage
 
 log = logging.getLogger("headwise.api")
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
-ERRORS = {code: {"model": ErrorRead} for code in (401, 403, 404, 409, 422, 503)}
+ERRORS = {code: {"model": ErrorRead} for code in (401, 403, 404, 409, 413, 415, 422, 503)}
 
 
 def job_read(job: Job, model: tuple[str, int] | None = None, status_detail: str | None = None) -> JobRead:

@@ -14,13 +14,95 @@ def add_models(schema: dict[str, Any], models: list[type[BaseModel]]) -> None:
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     for model in models:
         body = model.model_json_schema(ref_template=REF)
-        for name, sub in body.pop("$defs", {}).items():
+        for name, sub in admit_shorthands(body.pop("$defs", {})).items():
             components.setdefault(name, sub)
         components.setdefault(model.__name__, body)
+
+
+def link_spec(node: Any) -> Any:
+    """Replace every schema marked SPEC_MARK (schemas.SpecJson) by a reference to the engine's Spec."""
+    from service.api.schemas import SPEC_MARK
+
+    if isinstance(node, dict):
+        if node.get(SPEC_MARK):
+            return {"$ref": REF.format(model="Spec")}
+        return {k: link_spec(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [link_spec(v) for v in node]
+    return node
 
 
 def body_models() -> list[type[BaseModel]]:
     from service.api.one_call import JobUpload
     from service.api.schemas import JobCreate
 
-    return [JobCreate, JobUpload]
+    return [spec_model(), JobCreate, JobUpload]
+
+
+ERROR_EXAMPLES: dict[str, tuple[str, str, str]] = {  # status -> (description, error kind, detail)
+    "400": ("The body could not be parsed", "BadRequest", "There was an error parsing the body"),
+    "401": ("No, an invalid or a revoked API key", "Unauthorized", "missing API key: send Authorization: Bearer <key>"),
+    "403": ("The key lacks the scope", "Forbidden", "this API key lacks the scope 'models:write'"),
+    "404": ("Not found (or another team's)", "NotFound", "model 'shapes' not found"),
+    "409": ("Conflicts with the resource's state", "Conflict",
+            "version 3 is the target of alias(es) production; move them first"),
+    "413": ("Too large", "PayloadTooLarge", "file 'big.zip' is larger than the limit of 2147483648 bytes"),
+    "415": ("Unsupported media type", "UnsupportedMediaType", "file: 'data.txt' is not a .zip or .npz archive"),
+    "422": ("Invalid input, naming the field, row or column", "ValidationError",
+            "labels.csv row 3, column 'size': 'abc' is not a number"),
+    "429": ("Too many requests", "TooManyRequests", "quota exceeded; retry later"),
+    "503": ("A dependency is down or the server is overloaded; retry", "ServiceUnavailable",
+            "the database is unavailable; try again shortly"),
+}
+ERROR_REF = {"$ref": "#/components/schemas/ErrorRead"}
+
+
+def document_errors(schema: dict[str, Any]) -> None:
+    """Each error status gets its own description and example; operations with a body also document 400 (a
+    body that cannot be parsed at all)."""
+    for operations in schema.get("paths", {}).values():
+        for op in operations.values():
+            if not isinstance(op, dict) or "responses" not in op:
+                continue
+            responses = op["responses"]
+            if "requestBody" in op and "400" not in responses:
+                responses["400"] = {"content": {"application/json": {"schema": dict(ERROR_REF)}}}
+            for status, response in responses.items():
+                if status not in ERROR_EXAMPLES or "ErrorRead" not in str(response.get("content")):
+                    continue
+                description, kind, detail = ERROR_EXAMPLES[status]
+                response["description"] = description
+                media = response.setdefault("content", {}).setdefault("application/json", {})
+                media["schema"] = dict(ERROR_REF)
+                media["example"] = {"error": kind, "detail": detail}
+
+
+def admit_shorthands(defs: dict[str, Any]) -> dict[str, Any]:
+    """The engine's Task accepts `"loss": "focal"` and no loss at all (its head type's default), normalised by a
+    before-validator the generated schema does not see: say so in the schema, so that it admits exactly what
+    parse_spec accepts. (Engine: once the model's own schema says this, this becomes a no-op.)"""
+    task = defs.get("Task", {})
+    loss = task.get("properties", {}).get("loss")
+    if loss and "discriminator" in loss and not any(o.get("type") == "string" for o in loss.get("anyOf", [])):
+        names = sorted(loss["discriminator"].get("mapping", {}))
+        task["properties"]["loss"] = {
+            "anyOf": [{"type": "string", "enum": names, "description": "shorthand for {\"type\": name}"},
+                      {"type": "null", "description": "the head type's default loss"}, loss],
+            "description": "the loss: an object (its `type` picks the fields), a loss name, or null",
+        }
+        task["required"] = [r for r in task.get("required", []) if r != "loss"]
+    return defs
+
+
+def spec_json_schema() -> dict[str, Any]:
+    """GET /v1/spec/schema: the engine's spec model as a standalone JSON Schema."""
+    schema = spec_model().model_json_schema()
+    admit_shorthands(schema.get("$defs", {}))
+    return schema
+
+
+def spec_model() -> type[BaseModel]:
+    """THE engine's spec model (the one parse_spec validates with): OpenAPI and GET /v1/spec/schema show it."""
+    from service.ml.spec import Spec
+
+    return Spec

@@ -46,7 +46,7 @@ PREDICT_BODY = {
                     "files": {"type": "array", "items": {"type": "string", "format": "binary"}}}},
             },
             "application/json": {
-                "schema": {"type": "object", "required": ["images"], "properties": {
+                "schema": {"type": "object", "required": ["images"], "additionalProperties": False, "properties": {
                     "images": {"type": "array", "items": {"type": "string", "format": "byte"}}}},
             },
         },
@@ -127,6 +127,12 @@ def _resolve(session: Session, principal: Principal, name: str, version: int | N
     return mv.id, mv.version, mv.artifact_path
 
 
+def _authorize(state: Any, key: str | None) -> Principal:
+    principal = state.authenticator.authenticate(key)
+    check_scope(principal, "predict")
+    return principal
+
+
 def _authorize_and_resolve(state: Any, key: str | None, name: str, version: int | None,
                            alias: str | None = None) -> tuple[str, int, str]:
     """Threadpool, ONE hop for the per-request blocking work before the body is read: the API key (cached
@@ -168,7 +174,8 @@ async def predict(
     state = request.app.state
     settings = state.settings
     key = await bearer_key(request)
-    if (version is not None) + (alias is not None) + latest > 1:
+    if (version is not None) + (alias is not None) + latest > 1:  # the key is checked first (401/403 win)
+        await run_in_threadpool(_authorize, state, key)
         raise ValidationError("version, alias and latest are mutually exclusive: give at most one")
     found = _resolved_without_io(state, key, name, version, alias)
     if found is None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_serializer
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, model_serializer
 
+from service.auth import SCOPES
 from service.domain import JobStatus
 
 
@@ -16,6 +17,10 @@ def _utc(value: datetime) -> datetime:
 
 
 Timestamp = Annotated[datetime, AfterValidator(_utc)]
+# The task spec: validated by the engine (service.ml.spec.parse_spec, whose messages name the field), documented
+# as the engine's own model (service/api/openapi.py replaces the marked schema by a $ref to components/Spec).
+SPEC_MARK = "x-headwise-spec"
+SpecJson = Annotated[dict[str, Any], WithJsonSchema({"type": "object", SPEC_MARK: True})]
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
 
 
@@ -51,6 +56,86 @@ class Page(BaseModel):
     offset: int
 
 
+# ---- typed payloads (engine-made dicts documented field by field; extra keys allowed for new fields) ----
+def _absent(value: Any) -> bool:
+    """Optional engine fields are left out of answers when missing (not written as null)."""
+    return value is None
+
+
+class ColumnSummary(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    kind: Literal["binary", "categorical", "numeric"] = Field(description="what the labels look like")
+    labelled: int = Field(description="rows with a label in this column")
+    values: list[str] | list[bool] | None = Field(default=None, exclude_if=_absent,
+                                                  description="distinct values (binary, categorical only)")
+
+
+class HeadTrainStats(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    loss: float | None = Field(default=None, description="mean training loss over labelled samples")
+    labelled: int | None = Field(default=None, exclude_if=_absent)
+
+
+class Metrics(BaseModel):
+    """The best epoch's validation metrics: `val_loss` and per head (multiclass accuracy/macro_f1, binary
+    accuracy/roc_auc, regression rmse/mae, gated heads also end-to-end figures)."""
+
+    model_config = ConfigDict(extra="allow")
+    val_loss: float | None = Field(default=None, exclude_if=_absent)
+    tasks: dict[str, dict[str, Any]] | None = Field(default=None, exclude_if=_absent,
+                                                    description="{head: {metric: value}}")
+
+
+class HistoryEntry(BaseModel):
+    """One epoch of training."""
+
+    model_config = ConfigDict(extra="allow")
+    epoch: int
+    lr: float | None = Field(default=None, exclude_if=_absent)
+    seconds: float | None = Field(default=None, exclude_if=_absent)
+    images_per_second: float | None = Field(default=None, exclude_if=_absent)
+    weights: dict[str, float] | None = Field(default=None, exclude_if=_absent,
+                                             description="task weights used this epoch")
+    train: dict[str, HeadTrainStats] | None = Field(default=None, exclude_if=_absent)
+    val: dict[str, dict[str, Any]] | None = Field(default=None, exclude_if=_absent,
+                                                  description="{head: {metric: value}}")
+    val_loss: float | None = Field(default=None, exclude_if=_absent)
+
+
+class _Output(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    gated: Literal[False] | None = Field(default=None, exclude_if=_absent,
+                                         description="present (false) on a gated head whose gate was predicted "
+                                         "positive")
+
+
+class MulticlassOutput(_Output):
+    label: str
+    probabilities: dict[str, float] = Field(description="{class: probability}, summing to 1")
+
+
+class BinaryOutput(_Output):
+    label: bool
+    probability: float = Field(ge=0, le=1)
+
+
+class RegressionOutput(_Output):
+    value: float | None = Field(description="null only if the model produced a non-finite number")
+
+
+class GatedOutput(BaseModel):
+    """A gated head whose predicted gate is negative: no value."""
+
+    model_config = ConfigDict(extra="allow")
+    value: None
+    label: None = None
+    gated: Literal[True]
+    reason: str = Field(examples=["category predicted 'none'"])
+
+
+HeadOutput = MulticlassOutput | BinaryOutput | RegressionOutput | GatedOutput
+
+
 # ---- datasets ----------------------------------------------------------------------------------------
 class DatasetRead(_Read):
     id: str
@@ -58,7 +143,7 @@ class DatasetRead(_Read):
     format: str
     filename: str
     num_samples: int
-    columns: dict[str, dict[str, Any]]
+    columns: dict[str, ColumnSummary]
     size_bytes: int
     sha256: str
     created_at: Timestamp
@@ -74,7 +159,7 @@ class DatasetList(Page):
 
 class AuditCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    spec: dict[str, Any]
+    spec: SpecJson
 
 
 class AuditRead(BaseModel):
@@ -87,7 +172,7 @@ class JobCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     dataset_id: str
     model_name: str = Field(pattern=NAME_PATTERN, description="registered model name (letters, digits, . _ -)")
-    spec: dict[str, Any]
+    spec: SpecJson
 
 
 class ModelRef(BaseModel):
@@ -115,10 +200,10 @@ class JobRead(BaseModel):
     status: JobStatus
     dataset_id: str | None
     model_name: str
-    spec: dict[str, Any]
+    spec: SpecJson
     progress: Progress
-    history: list[dict[str, Any]]
-    metrics: dict[str, Any]
+    history: list[HistoryEntry]
+    metrics: Metrics
     error: str | None = None
     cancel_requested: bool
     attempts: int
@@ -142,8 +227,8 @@ Tag = Annotated[str, Field(min_length=1, max_length=100)]
 class VersionRead(BaseModel):
     name: str
     version: int
-    metrics: dict[str, Any]
-    spec: dict[str, Any]
+    metrics: Metrics
+    spec: SpecJson
     dataset_id: str | None
     job_id: str
     checksums: dict[str, str]
@@ -213,14 +298,16 @@ class PredictCreate(BaseModel):
 class PredictRead(BaseModel):
     model: ModelRef = Field(description="the version that served the request")
     alias: str | None = Field(default=None, description="the alias it was resolved from, if one was asked for")
-    predictions: list[dict[str, Any]] = Field(description="one {task: output} object per input image, in order")
+    predictions: list[dict[str, HeadOutput]] = Field(
+        description="one {task: output} object per input image, in order; the output's shape follows the head type")
 
 
 # ---- keys --------------------------------------------------------------------------------------------
 class KeyCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=200)
-    scopes: list[str] = Field(min_length=1, examples=[["datasets:write", "jobs:write", "models:read", "predict"]])
+    scopes: list[Annotated[str, Field(json_schema_extra={"enum": list(SCOPES)})]] = Field(  # checked by auth
+        min_length=1, examples=[["datasets:write", "jobs:write", "models:read", "predict"]])
     team: str | None = Field(default=None, pattern=NAME_PATTERN, description="defaults to the caller's team")
 
 

@@ -78,19 +78,24 @@ def document_errors(schema: dict[str, Any]) -> None:
 
 
 def admit_shorthands(defs: dict[str, Any]) -> dict[str, Any]:
-    """The engine's Task accepts `"loss": "focal"` and no loss at all (its head type's default), normalised by a
-    before-validator the generated schema does not see: say so in the schema, so that it admits exactly what
-    parse_spec accepts. (Engine: once the model's own schema says this, this becomes a no-op.)"""
-    task = defs.get("Task", {})
-    loss = task.get("properties", {}).get("loss")
-    if loss and "discriminator" in loss and not any(o.get("type") == "string" for o in loss.get("anyOf", [])):
-        names = sorted(loss["discriminator"].get("mapping", {}))
-        task["properties"]["loss"] = {
-            "anyOf": [{"type": "string", "enum": names, "description": "shorthand for {\"type\": name}"},
-                      {"type": "null", "description": "the head type's default loss"}, loss],
-            "description": "the loss: an object (its `type` picks the fields), a loss name, or null",
-        }
-        task["required"] = [r for r in task.get("required", []) if r != "loss"]
+    """The engine's Task and Weighting take their allowed values from registries (head types, losses,
+    weighting strategies) at validation time, so the generated schema says only "string" / "any": fill in the
+    registries' values and the engine's own loss schema (losses.loss_json_schema), so that the schema admits
+    what parse_spec accepts and names what it allows."""
+    from service.ml.heads import HEAD_TYPES
+    from service.ml.losses import loss_json_schema
+    from service.ml.weighting import STRATEGIES
+
+    task = defs.get("Task", {}).get("properties", {})
+    if "type" in task:
+        task["type"] = {**task["type"], "enum": list(HEAD_TYPES), "description": "a registered head type"}
+    if "loss" in task:
+        task["loss"] = {"anyOf": [*loss_json_schema()["anyOf"], {"type": "null"}],
+                        "description": "a loss name, a loss object (its `type` picks the fields), a list of them "
+                                       "(summed, each with its `weight`), or null for the head type's default"}
+    weighting = defs.get("Weighting", {}).get("properties", {})
+    if "strategy" in weighting:
+        weighting["strategy"] = {**weighting["strategy"], "enum": list(STRATEGIES)}
     return defs
 
 

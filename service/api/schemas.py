@@ -7,8 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, model_serializer
 
-from service.auth import SCOPES
-from service.domain import JobStatus
+from service.domain import SCOPES, JobStatus
 
 
 def _utc(value: datetime) -> datetime:

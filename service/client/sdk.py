@@ -143,6 +143,10 @@ class Client:
         return self._model(AuditRead, "POST", f"/v1/datasets/{dataset_id}/audit", json={"spec": spec})
 
     # ---- jobs --------------------------------------------------------------------------------------
+    def spec_schema(self) -> dict[str, Any]:
+        """The task spec's JSON Schema (GET /v1/spec/schema): validate specs before sending them."""
+        return self._request("GET", "/v1/spec/schema").json()
+
     def create_job(self, dataset_id: str, model_name: str, spec: dict[str, Any]) -> JobRead:
         body = {"dataset_id": dataset_id, "model_name": model_name, "spec": spec}
         return self._model(JobRead, "POST", "/v1/jobs", json=body)

@@ -68,6 +68,7 @@ def test_every_route_has_a_typed_method(app, server, make_key, register_model, e
     assert isinstance(ds, s.DatasetCreated) and ds.num_samples == 48 and ds.name == "shapes"
     assert [d.id for d in user.list_datasets()] == [ds.id]
     assert user.get_dataset(ds.id) == s.DatasetRead.model_validate(ds.model_dump())
+    assert user.spec_schema()["title"] == "Spec"
     audit = user.audit(ds.id, tiny_spec())
     assert isinstance(audit, s.AuditRead) and audit.spec_errors == [] and audit.audit is not None
 

@@ -140,9 +140,20 @@ def test_end_to_end_from_dataset_file_to_predictions(tmp_path):
     out = predictor.predict(images, raw=True)
     assert len(out) == 2 and set(out[0]) == {"category", "is_big", "size", "hue"}
     assert out[0]["category"]["label"] in spec.task("category").classes
-    size = out[0]["size"]
-    if out[0]["category"]["label"] == "none":
-        assert size["gated"] is True and size["reason"] == "category predicted 'none'" and size["value"] is None
-    else:
-        assert size["gated"] is False and isinstance(size["value"], float)
+    # Both gate outcomes, decided here rather than by what one epoch happened to learn: the loaded network's
+    # category head is forced to 'none', then to 'circle' (weights zeroed, one bias up).
+    head = predictor.model.heads[spec.task_names.index("category")][-1]
+    classes = spec.task("category").classes
+    for forced, gated in (("none", True), ("circle", False)):
+        with torch.no_grad():
+            head.weight.zero_()
+            head.bias.zero_()
+            head.bias[classes.index(forced)] = 5.0
+        size = predictor.predict(images, raw=True)[0]["size"]
+        assert predictor.predict(images)[0]["category"]["label"] == forced
+        if gated:
+            assert size["gated"] is True and size["reason"] == "category predicted 'none'" and size["value"] is None
+            assert isinstance(size["raw"], float)  # the ungated value is still reported with raw=True
+        else:
+            assert size["gated"] is False and isinstance(size["value"], float)
     assert np.array_equal(predictor.preprocess(images)[0], predictor.preprocess(images[:1])[0])

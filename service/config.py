@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     # local read-through cache of stored datasets and artifacts (LRU).
     STORAGE_URL: str = ""
     CACHE_BYTES: int = Field(default=20 * 1024**3, ge=0)
+    # `POST /v1/datasets {"source": "s3://bucket/prefix/"}` reads with the SERVICE's credentials, so only sources
+    # under one of these comma-separated s3:// prefixes are accepted (empty: imports disabled).
+    IMPORT_ALLOWED_PREFIXES: str = ""
 
     # Jobs and workers (owner: worker). A running job's lease is its heartbeat; the reaper requeues a job whose
     # heartbeat is older than JOB_LEASE_SECONDS and fails it once it has been attempted MAX_ATTEMPTS times.

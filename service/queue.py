@@ -17,6 +17,7 @@ from service.config import get_settings
 log = logging.getLogger("headwise.queue")
 
 TRAIN_TASK = "headwise.train"
+IMPORT_TASK = "headwise.import"
 TRAIN_QUEUE = "gpu"
 
 
@@ -53,6 +54,12 @@ def enqueue_training(job_id: str) -> None:
     """Ring the doorbell for a committed, queued job. Raises the broker's error when it is unreachable."""
     get_producer().send_task(TRAIN_TASK, args=[job_id], queue=TRAIN_QUEUE, ignore_result=True)
     log.info("enqueued job %s", job_id)
+
+
+def enqueue_import(import_id: str) -> None:
+    """Ring the doorbell for a committed dataset import (a worker downloads and validates it)."""
+    get_producer().send_task(IMPORT_TASK, args=[import_id], queue=TRAIN_QUEUE, ignore_result=True)
+    log.info("enqueued dataset import %s", import_id)
 
 
 def ping_broker(timeout: float = 2) -> bool:

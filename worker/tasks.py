@@ -19,3 +19,11 @@ def train(self, job_id: str) -> None:
         # (5 s, 10 s, ... at most 2 min); the claim makes a late or duplicate delivery harmless.
         raise self.retry(exc=exc, countdown=min(120, 5 * 2 ** min(self.request.retries, 5))) from exc
 
+
+
+@app.task(name="headwise.import", ignore_result=True)
+def import_dataset(import_id: str) -> str:
+    """`POST /v1/datasets {"source": "s3://..."}`: download and validate (worker/imports.py)."""
+    from worker.imports import run_import
+
+    return run_import(import_id)

@@ -18,6 +18,7 @@ from service.api import (
     docs,
     events,
     health,
+    imports,
     jobs,
     keys,
     metrics,
@@ -47,7 +48,7 @@ log = logging.getLogger("headwise.api")
 
 def api_router() -> APIRouter:
     router = APIRouter()
-    for module in (predict, v2, health, datasets, jobs, models, registry, spec, keys, workers):  # predict first: the hot path matches at once
+    for module in (predict, v2, health, imports, datasets, jobs, models, registry, spec, keys, workers):  # predict first: the hot path matches at once
         router.include_router(module.router)
     return router
 

@@ -72,7 +72,8 @@ def _ingest(session: Session, storage: Storage, got: Received, *, team: str, nam
 
 
 @router.post("", status_code=201, response_model=DatasetCreated, openapi_extra=UPLOAD_BODY, responses=ERRORS,
-             summary="Upload a dataset (.zip or .npz), validated before it is stored (labels too, given a spec)")
+             summary="Upload a dataset (.zip or .npz), validated before it is stored (labels too, given a spec); "
+                     "or, with a JSON body {\"source\": \"s3://...\"}, import it from object storage (202)")
 async def upload_dataset(
     request: Request,
     principal: Annotated[Principal, Depends(require("datasets:write"))],
@@ -80,6 +81,10 @@ async def upload_dataset(
     settings: SettingsDep,
     storage: StorageDep,
 ) -> DatasetCreated:
+    if request.headers.get("content-type", "").split(";")[0].strip().lower() == "application/json":
+        from service.api.imports import start_import
+
+        return await start_import(request, principal, session)  # 202 + the import (service/api/imports.py)
     async with received(request, settings, storage) as got:
         name = dataset_name(got.fields.get("name"), got.filename)
         spec = spec_field(got.fields.get("spec"))

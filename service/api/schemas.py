@@ -347,3 +347,23 @@ class WorkerList(BaseModel):
     items: list[WorkerRead]
     alive: int
     lease_seconds: int
+
+
+# ---- dataset imports from object storage ----------------------------------------------------------------
+class ImportCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    source: str = Field(max_length=1000, examples=["s3://team-bucket/datasets/shapes/"])
+    name: str | None = Field(default=None, max_length=200)
+    spec: dict[str, Any] | None = None  # optional: labels are checked against it, as for an upload
+
+
+class ImportRead(_Read):
+    id: str
+    status: Literal["queued", "running", "succeeded", "failed"]
+    source: str
+    name: str | None
+    progress: dict[str, Any]
+    error: str | None
+    dataset_id: str | None
+    created_at: Timestamp
+    finished_at: Timestamp | None

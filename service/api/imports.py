@@ -16,7 +16,7 @@ from service.api.deps import SessionDep, get_principal
 from service.api.schemas import ErrorRead, ImportCreate, ImportRead
 from service.auth import Principal
 from service.db import imports as imports_repo
-from service.errors import NotFoundError, UnavailableError, ValidationError
+from service.errors import NotFoundError, UnavailableError, UnsupportedMediaError, ValidationError
 from service.storage.sources import check_source
 
 log = logging.getLogger("headwise.api")
@@ -29,9 +29,14 @@ async def start_import(request: Request, principal: Principal, session) -> JSONR
     from service.queue import enqueue_import
 
     try:
-        body = ImportCreate.model_validate(json.loads(await request.body() or b"null"))
+        raw = json.loads(await request.body() or b"null")
     except json.JSONDecodeError as exc:
         raise ValidationError(f"body: not valid JSON ({exc})") from None
+    if not isinstance(raw, dict) or "source" not in raw:  # not an import: a misdirected upload
+        raise UnsupportedMediaError("send the archive as multipart/form-data field 'file', or JSON "
+                                    '{"source": "s3://bucket/prefix/"} to import it from object storage')
+    try:
+        body = ImportCreate.model_validate(raw)
     except PydanticValidationError as exc:
         err = exc.errors()[0]
         raise ValidationError(f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}") from None

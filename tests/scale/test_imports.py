@@ -32,7 +32,8 @@ def test_api_checks_the_source_before_queueing(client, settings, auth, monkeypat
                                  ({"source": "s3://team-a/data/../x/"}, 422, "'..'"),
                                  ({"source": "http://team-a/data/"}, 422, "expected s3://"),
                                  ({"source": "s3://team-a/data/set"}, 422, "must end with '/'"),
-                                 ({"sauce": "s3://team-a/data/"}, 422, "source")):
+                                 ({"source": "s3://team-a/data/", "bogus": 1}, 422, "bogus"),
+                                 ({"sauce": "s3://team-a/data/"}, 415, "multipart/form-data")):
         r = post(body)
         assert r.status_code == status and needle in r.json()["detail"], (body, r.text)
     assert sent == []

@@ -205,24 +205,14 @@ def scatter_png(task: str, y_true: Sequence[float], y_pred: Sequence[float | Non
 
 
 # ------------------------------------------------------------------ model-version plots from validation predictions
-def _gate_positive(spec: Any, labels: dict[str, Any], task: Any) -> np.ndarray:
-    """Per sample: the gate task's *label* is positive (binary true / multiclass label in gate.classes)."""
-    gate = spec.task(task.gate.task)
-    values = np.asarray(labels[gate.name].values)
-    if gate.type == "binary":
-        return values >= 0.5
-    wanted = [gate.classes.index(c) for c in (task.gate.classes or []) if c in (gate.classes or [])]
-    return np.isin(values.astype(np.int64), wanted)
-
-
 def known_negative(spec: Any, labels: dict[str, Any], name: str) -> np.ndarray:
-    """Samples where task `name` does not apply: its gate is labelled and negative, or itself known negative."""
-    task = spec.task(name)
-    n = len(np.asarray(next(iter(labels.values())).mask))
-    if task.gate is None:
-        return np.zeros(n, dtype=bool)
-    gate_mask = np.asarray(labels[task.gate.task].mask, dtype=bool)
-    return (gate_mask & ~_gate_positive(spec, labels, task)) | known_negative(spec, labels, task.gate.task)
+    """Samples where task `name` does not apply (its gate chain is known negative from the labels): the engine's
+    gate semantics (service.ml.gating), not a copy."""
+    from service.ml import gating
+
+    values = {t: np.asarray(lab.values) for t, lab in labels.items()}
+    masks = {t: np.asarray(lab.mask, dtype=bool) for t, lab in labels.items()}
+    return gating.known_negative(spec, values, masks)[name]
 
 
 def _class_name(task: Any, value: Any) -> str:

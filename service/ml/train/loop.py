@@ -57,6 +57,9 @@ class Run:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.weighting = make_weighting(spec).to(device)
         self.weighting.bind(self.model)
+        if tc.compile and self.weighting.multi_backward:
+            # several backward passes through one compiled graph need its buffers kept (process-wide switch)
+            torch._functorch.config.donated_buffer = False
         self.forward = torch.compile(self.model) if tc.compile else self.model
         amp = tc.mixed_precision == "bf16" or (tc.mixed_precision == "auto" and cuda)
         self.autocast = dict(device_type=device.type, dtype=torch.bfloat16, enabled=amp)

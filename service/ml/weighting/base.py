@@ -22,6 +22,7 @@ class Strategy(nn.Module):
     name = ""
     Config: type[StrictModel] = NoParams  # the strategy's spec parameters (besides `strategy`)
     paper = ""
+    multi_backward = False  # runs several backward passes over one graph (retain_graph)
 
     def __init__(self, spec):
         super().__init__()

@@ -34,6 +34,7 @@ class GradNormConfig(StrictModel):
 class GradNorm(Strategy):
     name = "gradnorm"
     Config = GradNormConfig
+    multi_backward = True
     paper = "Chen et al. 2018"
 
     def __init__(self, spec):

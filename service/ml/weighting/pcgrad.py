@@ -32,6 +32,7 @@ def project_conflicting(grads: torch.Tensor, gen: torch.Generator) -> torch.Tens
 @register_strategy
 class PCGrad(Strategy):
     name = "pcgrad"
+    multi_backward = True
     paper = "Yu et al. 2020"
 
     def __init__(self, spec):

@@ -14,6 +14,7 @@ from fastapi import APIRouter, FastAPI
 from sqlalchemy.orm import sessionmaker
 
 from service.api import (
+    capabilities,
     datasets,
     docs,
     events,
@@ -48,7 +49,7 @@ log = logging.getLogger("headwise.api")
 
 def api_router() -> APIRouter:
     router = APIRouter()
-    for module in (predict, v2, health, imports, datasets, jobs, models, registry, spec, keys, workers):  # predict first: the hot path matches at once
+    for module in (predict, v2, health, imports, datasets, jobs, models, registry, spec, capabilities, keys, workers):  # predict first: the hot path matches at once
         router.include_router(module.router)
     return router
 

@@ -10,7 +10,8 @@
    service.api.schemas (the wire models, shared with the server; that module imports only pydantic and
    service.domain): no torch, sqlalchemy, celery or matplotlib, so it installs and starts fast. Checked on the
    source and on sys.modules after importing it
-Plus: matplotlib is imported only in service/reports/**.
+Plus: matplotlib is imported only in service/reports/**, and no server module but service/config.py reads a
+HEADWISE_* environment variable (every setting is a field of Settings).
 """
 
 from __future__ import annotations
@@ -295,3 +296,40 @@ def test_sql_detector(tmp_path: Path, monkeypatch) -> None:
     )
     hits = _sql_uses(mod)
     assert len(hits) == 2 and "import select" in hits[0] and "sa.update" in hits[1]
+
+
+# HEADWISE_WORKER_ID is not configuration: a worker's own id, handed by the Celery main process to its children.
+ENV_NOT_SETTINGS = {"HEADWISE_WORKER_ID"}
+
+
+def _env_reads(path: Path) -> list[str]:
+    """HEADWISE_* names read with os.environ.get / os.getenv / os.environ[...] (string literals)."""
+    hits = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        arg = None
+        if isinstance(node, ast.Call) and node.args:
+            func = ast.unparse(node.func)
+            if func in ("os.environ.get", "os.getenv", "environ.get", "getenv"):
+                arg = node.args[0]
+        elif isinstance(node, ast.Subscript) and ast.unparse(node.value) in ("os.environ", "environ") \
+                and isinstance(node.ctx, ast.Load):
+            arg = node.slice
+        if isinstance(arg, ast.Constant) and isinstance(arg.value, str) and arg.value.startswith("HEADWISE_") \
+                and arg.value not in ENV_NOT_SETTINGS:
+            hits.append(f"{path.relative_to(ROOT).as_posix()}:{node.lineno}: {arg.value}")
+    return hits
+
+
+def test_settings_are_read_only_by_config() -> None:
+    bad = [hit for path in _py_files(SERVICE) + _py_files(WORKER)
+           if path != SERVICE / "config.py" and not path.is_relative_to(SERVICE / "client")
+           for hit in _env_reads(path)]
+    assert not bad, "read settings through service.config.Settings, not os.environ:\n" + "\n".join(bad)
+
+
+def test_env_read_detector(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    mod = tmp_path / "m.py"
+    mod.write_text('import os\na = os.environ.get("HEADWISE_X")\nb = os.getenv("HOME")\nc = os.environ["HEADWISE_Y"]\n'
+                   'os.environ["HEADWISE_Z"] = "1"\n')
+    assert [h.split(": ")[1] for h in _env_reads(mod)] == ["HEADWISE_X", "HEADWISE_Y"]

@@ -58,7 +58,7 @@ def cmd_datasets_upload(args: argparse.Namespace) -> int:
         _print_json(ds)
         return 0
     print(f"dataset {ds.id}  name={ds.name}  format={ds.format}  samples={ds.num_samples}")
-    rows = [(col, info.get("kind"), info.get("labelled"), ", ".join(map(str, info.get("values") or []))[:60])
+    rows = [(col, info.kind, info.labelled, ", ".join(map(str, info.values or []))[:60])
             for col, info in ds.columns.items()]
     print(table(rows, ["column", "kind", "labelled", "values"]))
     return 0
@@ -108,7 +108,7 @@ def _print_final(job: JobRead) -> int:
     if job.status == JobStatus.SUCCEEDED:
         model = job.model
         print(f"job {job.id} succeeded: model {model.name if model else '?'} version {model.version if model else '?'}")
-        _print_table(metrics_table(job.metrics))
+        _print_table(metrics_table(job.metrics.model_dump(mode="json")))
         return 0
     print(f"job {job.id} {job.status}" + (f": {job.error}" if job.error else ""), file=sys.stderr)
     return 1
@@ -139,8 +139,8 @@ def cmd_jobs_show(args: argparse.Namespace) -> int:
     if job.model:
         print(f"  model: {job.model.name} v{job.model.version}")
     if job.history:
-        print("  last epoch: " + progress_line({**job.history[-1], "epochs": job.progress.epochs}))
-    _print_table(metrics_table(job.metrics))
+        print("  last epoch: " + progress_line({**job.history[-1].model_dump(mode="json"), "epochs": job.progress.epochs}))
+    _print_table(metrics_table(job.metrics.model_dump(mode="json")))
     return 0
 
 
@@ -162,11 +162,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(result)
         return 0
+    preds = [{t: out.model_dump(mode="json") for t, out in p.items()} for p in result.predictions]
     tasks: list[str] = []
-    for p in result.predictions:
+    for p in preds:
         tasks += [t for t in p if t not in tasks]
     rows = [[Path(img).name] + [format_output(p.get(t)) for t in tasks]
-            for img, p in zip(args.images, result.predictions, strict=False)]
+            for img, p in zip(args.images, preds, strict=False)]
     via = f" (alias {result.alias})" if result.alias else ""
     print(f"model {result.model.name} version {result.model.version}{via}")
     print(table(rows, ["image", *tasks]))

@@ -36,6 +36,7 @@ from service.api.schemas import (
     DatasetList,
     DatasetRead,
     HealthRead,
+    ImportRead,
     JobList,
     JobRead,
     KeyCreated,
@@ -128,6 +129,15 @@ class Client:
         with path.open("rb") as fh:
             return self._model(DatasetCreated, "POST", "/v1/datasets", files={"file": (filename or path.name, fh)},
                                data=data)
+
+    def import_dataset(self, source: str, name: str | None = None, spec: dict[str, Any] | None = None) -> ImportRead:
+        """Start importing a dataset from object storage (`s3://...`, a prefix or an archive); a worker runs the
+        upload's checks. Follow it with get_import()."""
+        body = _drop_none(source=source, name=name, spec=spec)
+        return self._model(ImportRead, "POST", "/v1/datasets", json=body)
+
+    def get_import(self, import_id: str) -> ImportRead:
+        return self._model(ImportRead, "GET", f"/v1/datasets/imports/{import_id}")
 
     def list_datasets(self, limit: int = 100, offset: int = 0) -> list[DatasetRead]:
         params = {"limit": limit, "offset": offset}

@@ -69,6 +69,11 @@ def test_every_route_has_a_typed_method(app, server, make_key, register_model, e
     assert [d.id for d in user.list_datasets()] == [ds.id]
     assert user.get_dataset(ds.id) == s.DatasetRead.model_validate(ds.model_dump())
     assert user.spec_schema()["title"] == "Spec"
+    with pytest.raises(hc.Forbidden) as refused:  # no import prefix is allowed in this server's settings
+        user.import_dataset("s3://bucket/shapes/")
+    assert refused.value.detail.startswith("source: imports from object storage are disabled")
+    with pytest.raises(hc.NotFound):
+        user.get_import("0" * 32)
     audit = user.audit(ds.id, tiny_spec())
     assert isinstance(audit, s.AuditRead) and audit.spec_errors == [] and audit.audit is not None
 

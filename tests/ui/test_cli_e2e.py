@@ -127,8 +127,8 @@ def test_client_against_the_server(live, shapes) -> None:
         assert len(result.predictions) == 2 and set(TASKS) <= set(result.predictions[0])
         single = c.predict("client-shapes", image, as_json=True).predictions  # base64 JSON body, batch of 1
         assert len(single) == 1
-        assert single[0]["category"]["label"] == result.predictions[0]["category"]["label"]
-        assert single[0]["hue"]["value"] == pytest.approx(result.predictions[0]["hue"]["value"], abs=1e-4)
+        assert single[0]["category"].label == result.predictions[0]["category"].label
+        assert single[0]["hue"].value == pytest.approx(result.predictions[0]["hue"].value, abs=1e-4)
         with pytest.raises(Conflict) as info:
             c.cancel_job(shapes["job"].id)
         assert info.value.kind == "Conflict" and shapes["job"].id in info.value.detail

@@ -11,7 +11,8 @@ sparse regression) with AdamW, timed end to end (building the model and optimise
              spec's default mixed_precision "auto" (service/ml/precision.py decides bf16 and channels_last)
   bare_fp32  a hand-written loop (forward, masked losses summed, backward, AdamW step), fp32, NCHW parameters
   bare_best  the same loop with the best settings for this device: channels_last, plus bf16 autocast when the
-             device computes bf16 natively (avx512_bf16/AMX CPU, or a bf16 GPU)
+             device computes bf16 natively (avx512_bf16/AMX CPU, or a bf16 GPU). On CPU the trainer itself does
+             not use channels_last (torch 2.13 heap corruption, see service/ml/precision.py)
   bare_best_compiled (--compile) bare_best under torch.compile; with --compile the trainer gets training.compile
 Rounds rotate the variants' order after an untimed warm-up (which also absorbs compilation). The JSON has every
 run, medians, the median ratios of runs in the same round, and the targets (CPU: headwise >= 2.0x bare_fp32 and
@@ -147,7 +148,10 @@ def main() -> None:
     spec = parse_spec(make_spec(args.size, args.batch, args.epochs, args.compile))
     data = make_data(args.samples, args.size)
     samples = args.samples * args.epochs
-    best = choose_precision("auto", device)  # the best settings of this machine (what "auto" picks)
+    best = choose_precision("auto", device)  # bf16 where native (what the trainer's "auto" picks)
+    # The best bare loop also uses channels_last, which the trainer avoids on CPU (torch 2.13 heap corruption
+    # in channels_last conv backward at some small batches; the bench's batches are full, where it did not occur).
+    best_cl = device.type in ("cpu", "cuda")
 
     def timed(fn) -> tuple[float, float]:
         """(samples per wall second, samples per CPU second of this process)."""
@@ -161,11 +165,11 @@ def main() -> None:
         "headwise": lambda d=data: _headwise_train()(spec, d, device=device.type),
         "bare_fp32": lambda d=data: bare_loop(spec, d, device, args.epochs, bf16=False, channels_last=False),
         "bare_best": lambda d=data: bare_loop(spec, d, device, args.epochs, bf16=best.bf16,
-                                              channels_last=best.channels_last),
+                                              channels_last=best_cl),
     }
     if args.compile:
         variants["bare_best_compiled"] = lambda d=data: bare_loop(
-            spec, d, device, args.epochs, bf16=best.bf16, channels_last=best.channels_last, compile_=True)
+            spec, d, device, args.epochs, bf16=best.bf16, channels_last=best_cl, compile_=True)
     if args.variants:
         variants = {k: v for k, v in variants.items() if k in args.variants.split(",")}
     errors: dict[str, str] = {}
@@ -197,7 +201,7 @@ def main() -> None:
                    "rounds": args.rounds, "model": spec.model.model_dump(), "tasks": len(spec.tasks),
                    "compile": args.compile, "mixed_precision": spec.training.mixed_precision},
         "machine": machine(device.type),
-        "best_settings": best.describe(),
+        "best_settings": best.describe() | {"bare_best_channels_last": best_cl},
         "samples_per_second": {k: [round(x, 2) for x in v] for k, v in rates.items()},
         "median_samples_per_second": {k: round(v, 2) for k, v in med.items()},
         "median_samples_per_cpu_second": {k: round(median(v), 2) for k, v in cpu_rates.items()},
@@ -217,7 +221,7 @@ def main() -> None:
         target = result["targets"].get(key)
         print(f"{key}: same-round median {r['median_same_round']:.3f}, of medians {r['of_medians']:.3f}"
               + (f" (target >= {target})" if target else ""))
-    print(f"device {device}; best settings {best.dtype}, channels_last {best.channels_last}; torch threads "
+    print(f"device {device}; best settings {best.dtype}, channels_last {best_cl}; torch threads "
           f"{torch.get_num_threads()}; load average {result['machine']['load_average_1m']}"
           + (f"; errors: {errors}" if errors else ""))
 

@@ -7,8 +7,11 @@
           slower than fp32, so "auto" never picks it there.
   "bf16"  bf16 autocast whatever the hardware says (the user asked for it).
   "none"  fp32.
-channels_last is used on CPU and CUDA always (oneDNN and cuDNN run NHWC convolutions faster; the input batch
-already has NHWC strides, see train._Run._inputs); other devices keep NCHW.
+channels_last is used on CUDA (cuDNN runs NHWC convolutions faster). NOT on CPU with this torch (2.13): its CPU
+convolution backward corrupts the heap on channels_last tensors for some small batches (glibc "double free or
+corruption" / segfaults; reproduced with MultiTaskCNN at batch 3 in fp32 and batch 1 and 3 under bf16), although
+it would be 1.4x faster; flip CPU_CHANNELS_LAST once a torch release fixes it. For the same reason a CPU step
+with fewer than MIN_CPU_BF16_BATCH samples runs in fp32 (`autocast(batch)`); full batches get bf16.
 Only the forward pass runs under autocast: losses, metrics and the optimiser state stay fp32 (the trainer casts
 outputs to float before the losses; parameters and AdamW moments are fp32 tensors).
 """
@@ -25,6 +28,8 @@ import torch
 BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})  # /proc/cpuinfo flags with native bf16 arithmetic
 CPUINFO = Path("/proc/cpuinfo")
 MODES = ("auto", "bf16", "none")
+CPU_CHANNELS_LAST = False  # torch 2.13: CPU conv backward on channels_last corrupts the heap (see module doc)
+MIN_CPU_BF16_BATCH = 8  # smaller CPU batches run fp32: the bf16 conv backward crashed at batch 1 and 3
 
 
 def cpu_flags(cpuinfo: str | None = None) -> frozenset[str]:
@@ -77,9 +82,11 @@ class Precision:
     def dtype(self) -> str:
         return "bf16" if self.bf16 else "fp32"
 
-    def autocast(self) -> contextlib.AbstractContextManager:
-        """The context to run forward passes in (a no-op context when bf16 is off)."""
-        if not self.bf16:
+    def autocast(self, batch: int | None = None) -> contextlib.AbstractContextManager:
+        """The context to run a forward pass of `batch` samples in (a no-op context when bf16 is off, and on CPU
+        for batches smaller than MIN_CPU_BF16_BATCH)."""
+        small = self.device_type == "cpu" and batch is not None and batch < MIN_CPU_BF16_BATCH
+        if not self.bf16 or small:
             return contextlib.nullcontext()
         return torch.autocast(self.device_type, dtype=torch.bfloat16)
 
@@ -106,7 +113,7 @@ def choose_precision(
     if mode not in MODES:
         raise ValueError(f"mixed_precision: {mode!r} is not one of {', '.join(MODES)}")
     kind = torch.device(device).type
-    channels_last = kind in ("cpu", "cuda")
+    channels_last = kind == "cuda" or (kind == "cpu" and CPU_CHANNELS_LAST)
     if mode == "none":
         return Precision(kind, False, channels_last, "mixed_precision 'none': fp32")
     if mode == "bf16":

@@ -16,6 +16,7 @@ from service.ml import gating
 from service.ml import metrics as M
 from service.ml.losses import masked_loss
 from service.ml.network import MultiTaskCNN
+from service.ml.precision import choose_precision
 from service.ml.train.batches import DeviceData, batch_bounds
 from service.ml.train.optim import make_optimizer, make_scheduler
 from service.ml.train.split import epoch_seed, stratified_split
@@ -52,17 +53,15 @@ class Run:
 
         cuda = device.type == "cuda"
         torch.manual_seed(tc.seed)  # weight init
-        self.model = MultiTaskCNN(spec).to(device)
-        if cuda:
-            self.model = self.model.to(memory_format=torch.channels_last)
+        # bf16 autocast + memory format per device and training.mixed_precision (service/ml/precision.py)
+        self.precision = choose_precision(tc.mixed_precision, device)
+        self.model = self.precision.prepare(MultiTaskCNN(spec).to(device))
         self.weighting = make_weighting(spec).to(device)
         self.weighting.bind(self.model)
         if tc.compile and self.weighting.multi_backward:
             # several backward passes through one compiled graph need its buffers kept (process-wide switch)
             torch._functorch.config.donated_buffer = False
         self.forward = torch.compile(self.model) if tc.compile else self.model
-        amp = tc.mixed_precision == "bf16" or (tc.mixed_precision == "auto" and cuda)
-        self.autocast = dict(device_type=device.type, dtype=torch.bfloat16, enabled=amp)
         self.opt = make_optimizer(self.model, self.weighting.optimizer_parameters(), tc, cuda)
         self.sched = make_scheduler(self.opt, tc)
         self.shared = self.model.trunk_parameters()
@@ -70,7 +69,7 @@ class Run:
 
     def _forward(self, x: Tensor) -> dict[str, Tensor]:
         """The network call: autocast and precision live here (and only here)."""
-        with torch.autocast(**self.autocast):
+        with self.precision.autocast(len(x)):
             out = self.forward(x)
         return {k: v.float() for k, v in out.items()}
 

@@ -33,7 +33,7 @@ from service.api import (
     workers,
 )
 from service.api.errors import install_error_handlers
-from service.api.openapi import add_models, body_models, document_errors, link_spec
+from service.api.openapi import add_links, add_models, body_models, document_errors, link_spec
 from service.api.schemas import ErrorRead
 from service.auth import KeyAuthenticator
 from service.config import Settings, get_settings
@@ -104,6 +104,7 @@ def _error_openapi(app: FastAPI) -> None:
                 components.pop("HTTPValidationError", None)
                 components.pop("ValidationError", None)
             document_errors(schema)
+            add_links(schema)  # create -> read, for clients and schemathesis' stateful phase
             schema = link_spec(schema)  # JobCreate.spec, JobRead.spec, ... -> the engine's Spec
             app.openapi_schema = schema
         return app.openapi_schema

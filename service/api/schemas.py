@@ -19,6 +19,8 @@ Timestamp = Annotated[datetime, AfterValidator(_utc)]
 # The task spec: validated by the engine (service.ml.spec.parse_spec, whose messages name the field), documented
 # as the engine's own model (service/api/openapi.py replaces the marked schema by a $ref to components/Spec).
 SPEC_MARK = "x-headwise-spec"
+# The audit takes any object and reports its spec errors (200 with spec_errors): documented as Spec or any object.
+AuditSpecJson = Annotated[dict[str, Any], WithJsonSchema({"type": "object", SPEC_MARK: "audit"})]
 SpecJson = Annotated[dict[str, Any], WithJsonSchema({"type": "object", SPEC_MARK: True})]
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
 
@@ -118,6 +120,11 @@ class BinaryOutput(_Output):
     probability: float = Field(ge=0, le=1)
 
 
+class MultilabelOutput(_Output):
+    labels: list[str] = Field(description="the classes at or above the task's threshold")
+    probabilities: dict[str, float] = Field(description="{class: probability}, independent per class")
+
+
 class RegressionOutput(_Output):
     value: float | None = Field(description="null only if the model produced a non-finite number")
 
@@ -127,12 +134,13 @@ class GatedOutput(BaseModel):
 
     model_config = ConfigDict(extra="allow")
     value: None
-    label: None = None
+    label: None = Field(default=None, exclude_if=_absent, description="classification heads (multiclass, binary)")
+    labels: None = Field(default=None, exclude_if=_absent, description="multilabel heads")
     gated: Literal[True]
     reason: str = Field(examples=["category predicted 'none'"])
 
 
-HeadOutput = MulticlassOutput | BinaryOutput | RegressionOutput | GatedOutput
+HeadOutput = MulticlassOutput | BinaryOutput | MultilabelOutput | RegressionOutput | GatedOutput
 
 
 # ---- datasets ----------------------------------------------------------------------------------------
@@ -158,7 +166,7 @@ class DatasetList(Page):
 
 class AuditCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    spec: SpecJson
+    spec: AuditSpecJson
 
 
 class AuditRead(BaseModel):

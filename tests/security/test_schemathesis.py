@@ -80,3 +80,50 @@ def test_operation_conforms_to_the_schema(world: World, method: str, path: str) 
         case.call_and_validate(headers=headers, checks=CHECKS)
 
     run()
+
+
+def test_schemathesis_cli_all_checks_all_phases(world: World, tmp_path) -> None:
+    """The configuration issue 12 names, run as a user would: the `schemathesis run` CLI against a real HTTP
+    server (uvicorn on 127.0.0.1) with `--checks all` and every phase (examples, coverage, fuzzing, stateful; the
+    stateful phase follows the OpenAPI links from each create operation to its reads). The only relaxations are in
+    tests/security/schemathesis.toml, each with its reason. Bounded: HEADWISE_SCHEMATHESIS_CLI_EXAMPLES (default 5)
+    examples per operation, about half a minute here."""
+    import shutil
+    import socket
+    import subprocess
+    import sys
+    import threading
+    import time
+    from pathlib import Path
+
+    import uvicorn
+
+    cli = shutil.which("schemathesis", path=str(Path(sys.executable).parent))
+    assert cli, "the schemathesis CLI is installed with the test extra"
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(world.app, host="127.0.0.1", port=port, log_level="warning",
+                                           lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        examples = os.environ.get("HEADWISE_SCHEMATHESIS_CLI_EXAMPLES", "5")
+        config = Path(__file__).with_name("schemathesis.toml")
+        result = subprocess.run(
+            [cli, "--config-file", str(config), "run", f"http://127.0.0.1:{port}/openapi.json", "--checks", "all",
+             "--phases", "examples,coverage,fuzzing,stateful", "--max-examples", examples, "--seed", "12",
+             "-H", f"Authorization: Bearer {world.keys['alpha_admin']}", "--workers", "1",
+             "--exclude-path-regex", "^/(ui|metrics|docs|redoc|v2)", "--report-dir", str(tmp_path / "report")],
+            capture_output=True, text=True, timeout=540, cwd=tmp_path,
+        )
+    finally:
+        server.should_exit = True
+        thread.join(10)
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+    for phase in ("Examples", "Coverage", "Fuzzing", "Stateful"):
+        assert phase in result.stdout
+    assert "failures" not in result.stdout.split("SUMMARY")[-1].lower() or " 0 failures" in result.stdout

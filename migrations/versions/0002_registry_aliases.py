@@ -72,9 +72,8 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("alias_events")
     op.drop_table("model_aliases")
-    with op.batch_alter_table("model_versions") as batch:
-        batch.drop_column("parent")
-        batch.drop_column("tags")
-        batch.drop_column("description")
-    with op.batch_alter_table("registered_models") as batch:
-        batch.drop_column("last_version")
+    # plain ALTER TABLE ... DROP COLUMN (SQLite >= 3.35 too): a batch table copy would DROP registered_models,
+    # and with foreign keys on that cascades into model_versions
+    for column in ("parent", "tags", "description"):
+        op.drop_column("model_versions", column)
+    op.drop_column("registered_models", "last_version")

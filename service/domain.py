@@ -26,6 +26,15 @@ class JobStatus(StrEnum):
         return self in TERMINAL_STATUSES
 
 
+class ImportStatus(StrEnum):
+    """A dataset import's status (an import cannot be cancelled)."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
 ACTIVE_STATUSES = frozenset({JobStatus.QUEUED, JobStatus.RUNNING})  # a job that may still change
 TERMINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
 

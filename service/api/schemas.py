@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, model_serializer
 
-from service.domain import SCOPES, JobStatus
+from service.domain import SCOPES, ImportStatus, JobStatus
 
 
 def _utc(value: datetime) -> datetime:
@@ -367,7 +367,7 @@ class ImportCreate(BaseModel):
 
 class ImportRead(_Read):
     id: str
-    status: Literal["queued", "running", "succeeded", "failed"]
+    status: ImportStatus
     source: str
     name: str | None
     progress: dict[str, Any]

@@ -283,6 +283,12 @@ class Client:
         files = [_image_part(i, image) for i, image in enumerate(images)]
         return self._model(PredictRead, "POST", path, params=params, files=files)
 
+    # ---- engine capabilities ---------------------------------------------------------------------------
+    def capabilities(self) -> dict[str, Any]:
+        """Head types, losses and weighting strategies with their parameters (GET /v1/capabilities; the engine
+        describes them, so the answer is plain JSON rather than a fixed model)."""
+        return self._request("GET", "/v1/capabilities").json()
+
     # ---- keys --------------------------------------------------------------------------------------
     def list_keys(self) -> list[KeyRead]:
         return self._model(KeyList, "GET", "/v1/keys").items

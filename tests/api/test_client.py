@@ -63,6 +63,9 @@ def test_every_route_has_a_typed_method(app, server, make_key, register_model, e
     assert user.health() == s.HealthRead(status="ok")
     assert user.ready().status == "ok"
     assert "headwise_jobs" in user.metrics()
+    from service.ml.capabilities import capabilities  # the engine's own answer, as the server serves it
+
+    assert user.capabilities() == capabilities()
 
     ds = user.upload_dataset(example_zip, name="shapes")
     assert isinstance(ds, s.DatasetCreated) and ds.num_samples == 48 and ds.name == "shapes"

@@ -184,7 +184,7 @@ def main() -> None:
     rates: dict[str, list[float]] = {k: [] for k in names}
     cpu_rates: dict[str, list[float]] = {k: [] for k in names}
     for r in range(args.rounds):  # rotate which variant goes first
-        for name in names[r % len(names):] + names[: r % len(names)]:
+        for name in names[r % max(1, len(names)):] + names[: r % max(1, len(names))]:
             wall, cpu = timed(variants[name])
             rates[name].append(wall)
             cpu_rates[name].append(cpu)

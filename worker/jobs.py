@@ -112,7 +112,8 @@ def _train_and_register(job: Job, dataset: Dataset | None, settings: Settings, s
 
         try:
             result = train(spec, data, device=device, on_epoch=on_epoch, on_step=monitor.on_step,
-                           should_stop=monitor.should_stop, checkpoint_dir=storage.checkpoint_dir(job.id))
+                           should_stop=monitor.should_stop, checkpoint_dir=storage.checkpoint_dir(job.id),
+                           weights_dir=settings.WEIGHTS_DIR)
         finally:
             sync.close()
     except TrainingCancelled:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -105,24 +106,29 @@ async def create_job(
         if not principal.has("datasets:write"):
             raise ForbiddenError("this API key lacks the scope 'datasets:write' (the call uploads a dataset)")
         async with received(request, settings, storage) as got:
-            job = await run_in_threadpool(create_from_upload, session, storage, got, principal.team)
+            job = await run_in_threadpool(create_from_upload, session, storage, got, principal.team,
+                                          settings.WEIGHTS_DIR)
     elif ctype in ("application/json", ""):
         body = parse_json_body(await request.body(), JobCreate)
-        job = await run_in_threadpool(_create_on_dataset, session, storage, body, principal.team)
+        job = await run_in_threadpool(_create_on_dataset, session, storage, body, principal.team,
+                                      settings.WEIGHTS_DIR)
     else:
         raise UnsupportedMediaError("send application/json (dataset_id, model_name, spec) or multipart/form-data "
                                     "(file, spec, model_name, dataset_name)")
     return await run_in_threadpool(_enqueue, session, job, enqueue)
 
 
-def _create_on_dataset(session: Session, storage: Storage, body: JobCreate, team: str) -> Job:
+def _create_on_dataset(session: Session, storage: Storage, body: JobCreate, team: str,
+                       weights_dir: Path | None = None) -> Job:
     from service.ml.data import encode_labels, resolve_spec
     from service.ml.spec import parse_spec
+    from service.ml.weights import check_pretrained
 
     dataset = datasets_repo.get_dataset(session=session, dataset_id=body.dataset_id, team=team)
     if dataset is None:
         raise NotFoundError(f"dataset_id: dataset '{body.dataset_id}' not found")
     spec = parse_spec(body.spec)  # SpecError -> 422 naming the field
+    check_pretrained(weights_dir, spec)  # model.pretrained not installed -> 422 (never at train time)
     table = storage.load_table(dataset.id, dataset.path)
     spec = resolve_spec(spec, table)  # unknown column, class not in data
     encode_labels(spec, table)  # DataError -> 422: wrong kinds, NaN/inf, naming row and column (not in the worker)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -62,10 +63,14 @@ def _form(got: Received) -> tuple[str, dict[str, Any], str]:
     return model_name, spec, dataset_name(got.fields.get("dataset_name"), got.filename, "dataset_name")
 
 
-def create_from_upload(session: Session, storage: Storage, got: Received, team: str) -> Job:
+def create_from_upload(session: Session, storage: Storage, got: Received, team: str,
+                       weights_dir: Path | None = None) -> Job:
     """Blocking: check the form, spec and labels, then dataset + job in one committed transaction."""
+    from service.ml.weights import check_pretrained
+
     model_name, spec, name = _form(got)
     table, resolved = check_archive(got, spec)
+    check_pretrained(weights_dir, resolved)  # model.pretrained not installed -> 422
     dataset_id = None
     try:
         dataset = store_dataset(session, storage, got, table, team=team, name=name)

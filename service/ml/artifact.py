@@ -26,6 +26,7 @@ import torch
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
+from service.ml.backbones.finetune import describe as describe_backbone
 from service.ml.spec import Spec, SpecError, parse_spec
 
 if TYPE_CHECKING:
@@ -108,6 +109,7 @@ def save_artifact(result: TrainResult, out_dir: Path, extra_files: dict[str, byt
         "weighting": result.weighting,
         "history": result.history,
         "torch_version": torch.__version__,
+        "backbone": describe_backbone(spec, getattr(result, "pretrained", None)),
         **(extra_meta or {}),
     }
     blobs = {

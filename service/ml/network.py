@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from service.ml.backbones import BACKBONES, build_trunk
 from service.ml.spec import Spec
 
 PIXEL_MEAN = 0.5  # inputs in [0, 1] are normalised inside the network: (x - mean) / std
@@ -50,6 +51,31 @@ class MultiTaskCNN(nn.Module):
         self.task_names = spec.task_names
         self.vector = {t.name: t.head.vector_output for t in spec.tasks}
         self._index = {name: i for i, name in enumerate(self.task_names)}
+        self.backbone: nn.Module | None = None
+        if cfg.backbone == "headwise":
+            cin = self._headwise_trunk(cfg)
+        else:  # a standard architecture in torchvision's names under "backbone."; ImageNet normalisation,
+            # stored in the weights (persistent buffers) so the artifact and its ONNX graph carry it
+            info = BACKBONES[cfg.backbone]
+            self.register_buffer("pixel_mean", torch.tensor(info.mean).view(1, 3, 1, 1))
+            self.register_buffer("pixel_std", torch.tensor(info.std).view(1, 3, 1, 1))
+            self.backbone = build_trunk(cfg.backbone)
+            cin = info.feature_dim
+        self.feature_dim = cin
+        self.dropout = nn.Dropout(cfg.dropout)
+        # A ModuleList (not ModuleDict) so that any task name works, even one like "type" or "training".
+        self.heads = nn.ModuleList(
+            nn.Sequential(
+                nn.Linear(cin, cfg.head_hidden),
+                nn.ReLU(inplace=True),
+                nn.Dropout(cfg.dropout),
+                nn.Linear(cfg.head_hidden, t.num_outputs),
+            )
+            for t in spec.tasks
+        )
+        self._init_weights()
+
+    def _headwise_trunk(self, cfg) -> int:
         stem_stride = 2 if cfg.image_size >= 64 else 1
         self.register_buffer("pixel_mean", torch.full((1, cfg.channels, 1, 1), PIXEL_MEAN), persistent=False)
         self.register_buffer("pixel_std", torch.full((1, cfg.channels, 1, 1), PIXEL_STD), persistent=False)
@@ -65,22 +91,11 @@ class MultiTaskCNN(nn.Module):
             blocks.append(ResidualBlock(cin, cout, stride))
             cin = cout
         self.blocks = nn.Sequential(*blocks)
-        self.feature_dim = cin
-        self.dropout = nn.Dropout(cfg.dropout)
-        # A ModuleList (not ModuleDict) so that any task name works, even one like "type" or "training".
-        self.heads = nn.ModuleList(
-            nn.Sequential(
-                nn.Linear(cin, cfg.head_hidden),
-                nn.ReLU(inplace=True),
-                nn.Dropout(cfg.dropout),
-                nn.Linear(cfg.head_hidden, t.num_outputs),
-            )
-            for t in spec.tasks
-        )
-        self._init_weights()
+        return cin
 
     def _init_weights(self) -> None:
-        for m in self.modules():
+        # a standard backbone keeps its own (torchvision's) initialisation
+        for m in (self.heads.modules() if self.backbone is not None else self.modules()):
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             elif isinstance(m, nn.BatchNorm2d):
@@ -89,13 +104,17 @@ class MultiTaskCNN(nn.Module):
             elif isinstance(m, nn.Linear):
                 nn.init.kaiming_uniform_(m.weight, nonlinearity="relu")
                 nn.init.zeros_(m.bias)
-        for block in self.blocks:
+        for block in self.blocks if self.backbone is None else ():
             nn.init.zeros_(block.bn2.weight)  # each residual block starts as (almost) the identity
         for head in self.heads:
             nn.init.normal_(head[-1].weight, std=0.01)  # start near 0 logits / the mean (standardised) value
 
     def features(self, x: Tensor) -> Tensor:
         """Pooled trunk features (B, feature_dim), before dropout."""
+        if self.backbone is not None:
+            if x.shape[1] == 1:  # grey images: the 3 channels a standard backbone expects
+                x = x.expand(-1, 3, -1, -1)
+            return self.backbone((x - self.pixel_mean) / self.pixel_std)
         x = (x - self.pixel_mean) / self.pixel_std
         x = self.blocks(self.stem(x))
         return x.mean(dim=(2, 3))  # (B, C)
@@ -118,8 +137,15 @@ class MultiTaskCNN(nn.Module):
 
     def last_shared_parameters(self) -> list[nn.Parameter]:
         """The last shared layer with weights (GradNorm's W): the last residual block's final BatchNorm affine
-        (its conv is multiplied by a zero-initialised BN weight, so the BN parameters carry the gradient)."""
+        (its conv is multiplied by a zero-initialised BN weight, so the BN parameters carry the gradient).
+        A standard backbone: its last BatchNorm (ResNet: the last block's bn2/bn3; MobileNetV3: the last conv's)."""
+        if self.backbone is not None:
+            return list([m for m in self.backbone.modules() if isinstance(m, nn.BatchNorm2d)][-1].parameters())
         return list(self.blocks[-1].bn2.parameters())
 
+    def trunk(self) -> nn.Module:
+        """The shared feature extractor (everything but the heads)."""
+        return self.backbone if self.backbone is not None else nn.ModuleList([self.stem, self.blocks])
+
     def trunk_parameters(self) -> list[nn.Parameter]:
-        return [*self.stem.parameters(), *self.blocks.parameters()]
+        return list(self.trunk().parameters())

@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from service.ml import losses as L
+from service.ml.backbones import BACKBONES
 from service.ml.heads import HEAD_TYPES
 from service.ml.strict import SpecError, StrictModel, validate_part
 
@@ -137,13 +138,25 @@ class Weighting(BaseModel):
         return data
 
 
+BackboneName = Literal[("headwise", *BACKBONES)]  # type: ignore[valid-type]  # "headwise": the engine's own CNN
+
+
 class ModelConfig(_Model):
     image_size: int = Field(64, ge=8, le=512)
     channels: Literal[1, 3] = 3
-    width: int = Field(32, ge=4, le=256)
+    width: int = Field(32, ge=4, le=256)  # width/depth: the "headwise" backbone only
     depth: int = Field(4, ge=1, le=8)
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
     head_hidden: int = Field(64, ge=1, le=4096)
+    backbone: BackboneName = "headwise"
+    pretrained: str | None = Field(None, min_length=1, max_length=100)  # a name in the weights store
+
+    @model_validator(mode="after")
+    def _check_pretrained(self) -> ModelConfig:
+        if self.pretrained is not None and self.backbone == "headwise":
+            raise SpecError([f"pretrained: needs a standard backbone ({', '.join(BACKBONES)}); "
+                             "model.backbone is 'headwise'"])
+        return self
 
 
 class EarlyStopping(_Model):
@@ -171,6 +184,8 @@ class TrainingConfig(_Model):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     mixed_precision: Literal["auto", "bf16", "none"] = "auto"
     compile: bool = False
+    freeze_backbone_epochs: int = Field(0, ge=0, le=10000)  # the first N epochs train the heads only
+    backbone_lr_multiplier: float = Field(1.0, gt=0.0, le=10.0)  # backbone lr = learning_rate * this
 
 
 # ---------------------------------------------------------------- spec

@@ -7,6 +7,9 @@ names an entry here, and its sha256 is checked on every load.
 
     info = import_weights(Path("resnet50-11ad3fa6.pth"), "resnet50", "imagenet-resnet50", root)
     info = load_pretrained(trunk, root, "imagenet-resnet50", arch="resnet50")   # strict, sha256-checked
+    check_pretrained(root, spec)    # the API, at job creation: no torch, SpecError naming model.pretrained
+
+torch and safetensors are imported inside the functions that read tensors: the API process never loads torch.
 """
 
 from __future__ import annotations
@@ -19,13 +22,12 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-
-import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
-from torch import Tensor, nn
+from typing import TYPE_CHECKING
 
 from service.ml.backbones import BACKBONES, build_reference, build_trunk, get_backbone
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 CONTAINER_KEYS = ("state_dict", "model", "model_state", "model_state_dict", "net")
@@ -69,6 +71,9 @@ def check_name(name: str) -> str:
 def read_checkpoint(path: Path) -> dict[str, Tensor]:
     """Tensors of a torchvision/timm checkpoint: .safetensors, or .pth/.pt/.bin read with weights_only=True
     (a dict of tensors, possibly under "state_dict"/"model"; a DataParallel "module." prefix is removed)."""
+    import torch
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
     if not path.is_file():
         raise WeightsError(f"{path}: no such file")
     if path.suffix == ".safetensors":
@@ -94,6 +99,7 @@ def read_checkpoint(path: Path) -> dict[str, Tensor]:
 
 
 def _unwrap(obj: object, label: str) -> dict[str, Tensor]:
+    from torch import Tensor
     for _ in range(3):
         if isinstance(obj, dict) and not any(isinstance(v, Tensor) for v in obj.values()):
             inner = next((obj[k] for k in CONTAINER_KEYS if isinstance(obj.get(k), dict)), None)
@@ -127,6 +133,7 @@ def _reference_for(tensors: dict[str, Tensor], arch: str) -> nn.Module:
 def check_tensors(tensors: dict[str, Tensor], arch: str, label: str) -> nn.Module:
     """Load `tensors` into the architecture with strict=True after checking every name, shape and value;
     returns the loaded network (trunk or full). Raises WeightsError naming the keys that do not fit."""
+    import torch
     net = _reference_for(tensors, arch)
     expected = net.state_dict()
     optional = {k for k in expected if k.endswith("num_batches_tracked")}  # absent from pre-2018 checkpoints
@@ -154,6 +161,8 @@ def check_tensors(tensors: dict[str, Tensor], arch: str, label: str) -> nn.Modul
 # ---------------------------------------------------------------- the store
 def import_weights(file: Path, arch: str, name: str, root: Path, *, replace: bool = False) -> WeightsInfo:
     """Convert a checkpoint to a trunk safetensors entry NAME in `root` after checking every key and shape."""
+    import torch
+    from safetensors.torch import save_file
     check_name(name)
     if arch not in BACKBONES:
         raise WeightsError(f"arch: '{arch}' is not a backbone; allowed: {', '.join(BACKBONES)}")
@@ -226,6 +235,7 @@ def get_weights(root: Path | None, name: str) -> WeightsInfo:
 
 def load_pretrained(trunk: nn.Module, root: Path | None, name: str, arch: str) -> WeightsInfo:
     """Load entry `name` into `trunk` (strict=True) after checking its architecture and sha256."""
+    from safetensors.torch import load_file
     info = get_weights(root, name)
     if info.arch != arch:
         raise WeightsError(f"model.pretrained: weights '{name}' are for {info.arch}, not model.backbone {arch}")
@@ -234,3 +244,19 @@ def load_pretrained(trunk: nn.Module, root: Path | None, name: str, arch: str) -
         raise WeightsError(f"model.pretrained: {path} is missing or its sha256 differs from {name}.json; re-import it")
     trunk.load_state_dict(load_file(str(path), device="cpu"), strict=True)
     return info
+
+
+def check_pretrained(root: Path | None, spec) -> None:
+    """At job creation: `model.pretrained` must be installed for `model.backbone`; raises SpecError."""
+    from service.ml.spec import SpecError
+
+    name = spec.model.pretrained
+    if name is None:
+        return
+    try:
+        info = get_weights(root, name)
+    except WeightsError as exc:
+        raise SpecError([str(exc)]) from None
+    if info.arch != spec.model.backbone:
+        raise SpecError([f"model.pretrained: weights '{name}' are for {info.arch}, not model.backbone "
+                         f"{spec.model.backbone}"])

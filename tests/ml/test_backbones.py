@@ -284,10 +284,11 @@ def test_footprint():
 
 
 @pytest.mark.parametrize("arch", list(BACKBONES))
-def test_trunk_trains_and_uses_channels_last(arch):
+def test_trunk_trains(arch):
+    """Every parameter gets a gradient. (Contiguous NCHW on CPU: torch 2.13's CPU conv backward corrupts the heap
+    on channels_last inputs with stride-2 convs and small batches -- see service/ml/train/batches.py.)"""
     trunk = build_trunk(arch).train()
-    x = torch.rand(2, 3, 64, 64).to(memory_format=torch.channels_last)
-    out = trunk.to(memory_format=torch.channels_last)(x)
+    out = trunk(torch.rand(2, 3, 64, 64))
     F.mse_loss(out, torch.zeros_like(out)).backward()
     assert all(p.grad is not None for p in trunk.parameters())
 

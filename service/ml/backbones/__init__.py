@@ -6,18 +6,19 @@ architectures; "headwise" (the engine's own residual CNN) is not listed here: th
     trunk = build_trunk("resnet18")                 # no classifier; state dict = torchvision's minus fc.*
     full = build_reference("resnet18", 1000)        # torchvision's full network, for strict checkpoint checks
     footprint("resnet50", 224)                      # parameters and activation bytes per sample (memory guards)
+
+This module is the catalogue and imports no torch (the API validates specs without loading torch); the networks
+are imported when first built.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
-
-from service.ml.backbones.mobilenet import mobilenet_v3_large
-from service.ml.backbones.resnet import resnet18, resnet34, resnet50
+if TYPE_CHECKING:
+    from torch import nn
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -26,21 +27,25 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 @dataclass(frozen=True)
 class Backbone:
     name: str
-    build: Callable[[int | None], nn.Module]  # num_classes=None -> trunk; K -> full torchvision network
+    builder: str  # "module:function" in this package; function(num_classes=None) -> trunk, K -> full network
     feature_dim: int
     classifier_prefix: str  # state-dict prefix of the classification layer(s) the trunk leaves out
     description: str
     mean: tuple[float, float, float] = IMAGENET_MEAN  # the normalisation pretrained weights expect
     std: tuple[float, float, float] = IMAGENET_STD
 
+    def build(self, num_classes: int | None = None) -> nn.Module:
+        module, function = self.builder.split(":")
+        return getattr(importlib.import_module(f"{__name__}.{module}"), function)(num_classes)
+
 
 BACKBONES: dict[str, Backbone] = {
     b.name: b
     for b in (
-        Backbone("resnet18", resnet18, 512, "fc.", "ResNet-18 (11.2M trunk parameters), torchvision layout"),
-        Backbone("resnet34", resnet34, 512, "fc.", "ResNet-34 (21.3M trunk parameters), torchvision layout"),
-        Backbone("resnet50", resnet50, 2048, "fc.", "ResNet-50 (23.5M trunk parameters), torchvision layout"),
-        Backbone("mobilenet_v3_large", mobilenet_v3_large, 960, "classifier.",
+        Backbone("resnet18", "resnet:resnet18", 512, "fc.", "ResNet-18 (11.2M trunk parameters), torchvision layout"),
+        Backbone("resnet34", "resnet:resnet34", 512, "fc.", "ResNet-34 (21.3M trunk parameters), torchvision layout"),
+        Backbone("resnet50", "resnet:resnet50", 2048, "fc.", "ResNet-50 (23.5M trunk parameters), torchvision layout"),
+        Backbone("mobilenet_v3_large", "mobilenet:mobilenet_v3_large", 960, "classifier.",
                  "MobileNetV3-Large (3.0M trunk parameters), torchvision layout"),
     )
 }
@@ -79,11 +84,13 @@ class Footprint:
 def footprint(arch: str, image_size: int) -> Footprint:
     """Parameter count and activation size of a trunk at `image_size` x `image_size`, computed on the meta
     device (no memory, no compute)."""
+    import torch
+
     with torch.device("meta"):
         trunk = build_trunk(arch)
     total = 0
 
-    def count(_module: nn.Module, _inputs: object, output: torch.Tensor) -> None:
+    def count(_module: object, _inputs: object, output: object) -> None:
         nonlocal total
         total += output.numel()
 

@@ -10,6 +10,8 @@ its index, so a resumed run freezes exactly as an uninterrupted one.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from torch import nn
 
 
@@ -46,3 +48,32 @@ def drop_grads(params: list[nn.Parameter]) -> None:
     """Call between backward and the optimiser step in a frozen epoch."""
     for p in params:
         p.grad = None
+
+
+def load_backbone(model: nn.Module, spec, weights_dir: Path | None) -> dict | None:
+    """Load `model.pretrained` from the weights store into the network's backbone (strict, sha256-checked);
+    returns what the artifact records about it, or None when the spec names no pretrained weights."""
+    from service.ml.weights import load_pretrained
+
+    name = spec.model.pretrained
+    if name is None:
+        return None
+    info = load_pretrained(model.backbone, weights_dir, name, spec.model.backbone)
+    return {"name": info.name, "arch": info.arch, "sha256": info.sha256, "source": info.source,
+            "source_sha256": info.source_sha256}
+
+
+def describe(spec, pretrained: dict | None) -> dict:
+    """meta.json "backbone": the architecture, the pretrained entry it started from, and the input normalisation
+    the network applies to images scaled to [0, 1] (inside the network and its ONNX graph)."""
+    from service.ml.backbones import BACKBONES
+
+    arch, channels = spec.model.backbone, spec.model.channels
+    if arch == "headwise":
+        from service.ml.network import PIXEL_MEAN, PIXEL_STD
+
+        mean, std = [PIXEL_MEAN] * channels, [PIXEL_STD] * channels
+    else:
+        mean, std = list(BACKBONES[arch].mean), list(BACKBONES[arch].std)
+    return {"arch": arch, "pretrained": pretrained,
+            "input_normalization": {"mean": mean, "std": std, "grey_to_rgb": arch != "headwise" and channels == 1}}

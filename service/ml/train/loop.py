@@ -14,6 +14,7 @@ from torch import Tensor
 
 from service.ml import gating
 from service.ml import metrics as M
+from service.ml.backbones import finetune
 from service.ml.losses import masked_loss
 from service.ml.network import MultiTaskCNN
 from service.ml.precision import choose_precision
@@ -39,7 +40,7 @@ def normalization(spec, data, eff: dict[str, np.ndarray], train_idx: np.ndarray)
 class Run:
     """Everything train() sets up once; kept in one object so the step loop stays small."""
 
-    def __init__(self, spec, data, device: torch.device):
+    def __init__(self, spec, data, device: torch.device, weights_dir=None):
         self.spec, self.device, self.names = spec, device, spec.task_names
         tc = spec.training
         if len(data.images) < 3:
@@ -55,7 +56,10 @@ class Run:
         torch.manual_seed(tc.seed)  # weight init
         # bf16 autocast + memory format per device and training.mixed_precision (service/ml/precision.py)
         self.precision = choose_precision(tc.mixed_precision, device)
-        self.model = self.precision.prepare(MultiTaskCNN(spec).to(device))
+        model = MultiTaskCNN(spec)
+        # model.pretrained: the weights-store entry, strict + sha256-checked (a resumed run then loads its checkpoint)
+        self.pretrained = finetune.load_backbone(model, spec, weights_dir)
+        self.model = self.precision.prepare(model.to(device))
         self.weighting = make_weighting(spec).to(device)
         self.weighting.bind(self.model)
         if tc.compile and self.weighting.multi_backward:
@@ -66,6 +70,7 @@ class Run:
         self.sched = make_scheduler(self.opt, tc)
         self.shared = self.model.trunk_parameters()
         self.task_params = {t: self.model.head_parameters(t) + self.weighting.parameters_for(t) for t in self.names}
+        self.frozen = False  # training.freeze_backbone_epochs: set per epoch
 
     def _forward(self, x: Tensor) -> dict[str, Tensor]:
         """The network call: autocast and precision live here (and only here)."""
@@ -90,6 +95,8 @@ class Run:
             if c == 0:  # this head saw no label: do not move it (AdamW/SGD skip params whose grad is None)
                 for p in self.task_params[t]:
                     p.grad = None
+        if self.frozen:  # the trunk does not move (no step, momentum or weight decay)
+            finetune.drop_grads(self.shared)
         self.opt.step()
         self.weighting.after_step()
         return losses
@@ -107,6 +114,9 @@ class Run:
         perm_dev = perm_host.to(dev)
         loss_sum = torch.zeros(len(self.names), device=dev)
         self.model.train()
+        self.frozen = finetune.is_frozen(epoch, self.spec.training.freeze_backbone_epochs)
+        if self.frozen:
+            finetune.hold_frozen(self.model.trunk())
         for step, (s, e) in enumerate(bounds):
             if should_stop is not None and should_stop():
                 raise TrainingCancelled(f"training cancelled during epoch {epoch + 1}")

@@ -7,6 +7,8 @@ import math
 
 import torch
 
+from service.ml.backbones.finetune import split_trunk_groups
+
 
 def param_groups(model: torch.nn.Module, extra: list, weight_decay: float) -> list[dict]:
     params = [p for p in model.parameters() if p.requires_grad]
@@ -19,6 +21,7 @@ def param_groups(model: torch.nn.Module, extra: list, weight_decay: float) -> li
 
 def make_optimizer(model: torch.nn.Module, extra: list, tc, cuda: bool) -> torch.optim.Optimizer:
     groups = param_groups(model, extra, tc.weight_decay)
+    groups = split_trunk_groups(groups, model.trunk_parameters(), tc.learning_rate, tc.backbone_lr_multiplier)
     if tc.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=tc.learning_rate, fused=cuda or None)
     return torch.optim.SGD(groups, lr=tc.learning_rate, momentum=tc.momentum)

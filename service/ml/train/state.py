@@ -29,6 +29,7 @@ class TrainResult:
     best_epoch: int  # 1-based
     normalization: dict[str, dict]  # regression task -> {"mean", "std"} (identity when standardize is off)
     weighting: dict[str, float]  # effective task weights at the best epoch
+    pretrained: dict | None = None  # the weights-store entry the backbone started from (name, arch, sha256, ...)
 
 
 def cpu_state(module: torch.nn.Module) -> dict[str, Tensor]:

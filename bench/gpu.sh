@@ -53,5 +53,10 @@ step train_compile 90 "$PY" bench/train_throughput.py --device cuda --samples 16
   --compile --variants bare_best,bare_best_compiled --json "$OUT/train_compile.json"
 # 3. raw inference: eager fp32, bf16 + channels_last, compiled
 step infer 60 "$PY" bench/infer_raw.py --device cuda --seconds 2 --rounds 2 --compile --json "$OUT/infer.json"
+# 4. backbones (issue 17): strict loads of real torchvision/timm state dicts (random weights, no network), then
+#    224x224 train + inference throughput, Headwise vs the best bare loop (bf16 + channels_last)
+step backbone_checks 45 "$PY" bench/gpu_backbones.py --json "$OUT/backbone_checks.json"
+step backbones_224 80 "$PY" bench/backbones.py --device cuda --batch 64 --steps 8 --rounds 3 \
+  --archs resnet18,mobilenet_v3_large --json "$OUT/backbones_224.json"
 echo "total $(( $(date +%s) - start ))s; results in $OUT"
 ls -l "$OUT"

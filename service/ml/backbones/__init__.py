@@ -51,6 +51,16 @@ BACKBONES: dict[str, Backbone] = {
 }
 
 
+def catalogue() -> list[dict]:
+    """What GET /v1/capabilities lists: "headwise" (the default) and every standard architecture."""
+    out = [{"name": "headwise", "default": True, "feature_dim": None, "pretrainable": False,
+            "input_normalization": None, "description": "the engine's residual CNN (model.width, model.depth)"}]
+    out += [{"name": b.name, "default": False, "feature_dim": b.feature_dim, "pretrainable": True,
+             "input_normalization": {"mean": list(b.mean), "std": list(b.std)}, "description": b.description}
+            for b in BACKBONES.values()]
+    return out
+
+
 class UnknownBackboneError(ValueError):
     pass
 

@@ -183,3 +183,13 @@ def test_missing_or_wrong_pretrained_weights(tmp_path: Path):
         parse_spec({**make_spec("headwise"), "model": {"pretrained": "r18"}})
     with pytest.raises(SpecError, match="model.backbone: 'vgg16' is not allowed; allowed: headwise, resnet18"):
         parse_spec({**make_spec("headwise"), "model": {"backbone": "vgg16"}})
+
+
+@pytest.mark.parametrize("arch", list(BACKBONES))
+def test_network_builds_on_the_meta_device(arch):
+    """The memory estimator (resource guards) builds MultiTaskCNN(spec) on the meta device: no weights are read."""
+    spec = parse_spec({**make_spec(arch), "model": {"backbone": arch, "image_size": 224, "pretrained": "anything"}})
+    with torch.device("meta"):
+        net = MultiTaskCNN(spec)
+        out = net(torch.empty(2, 3, 224, 224))
+    assert out["kind"].shape == (2, 3) and out["kind"].device.type == "meta"

@@ -11,7 +11,7 @@ def test_capabilities_lists_heads_losses_weightings(client: TestClient, auth) ->
     r = client.get("/v1/capabilities", headers=auth)
     assert r.status_code == 200
     body = r.json()
-    assert body == capabilities()
+    assert {k: v for k, v in body.items() if k not in ("backbones", "weights")} == capabilities()  # + backbones: test_backbones_api.py
     assert body["head_types"]["multilabel"]["fields"]["properties"]["threshold"]["default"] == 0.5
     assert body["losses"]["quantile"]["params"]["properties"]["q"]["exclusiveMaximum"] == 1
     assert body["weightings"]["gradnorm"]["params"]["properties"]["alpha"]["default"] == 1.5

@@ -11,8 +11,11 @@ Heads:
   digit_mod3  multiclass (3), SPARSE   labels removed from 85% of the training samples
   ink         regression, GATED on is_large: mean ink of the original 8x8 scan (0..16), labelled only where
               is_large is true (it is "not applicable" elsewhere)
+  shape       multilabel (loop: 0 6 8 9, vertical: 1 4 7, even), labels removed from 60% of the training samples
 Variants (same network config, epochs, early stopping on val_loss, seed):
-  multitask   one network, masked losses (missing labels and closed gates contribute nothing)
+  fixed, uncertainty, dwa, gradnorm, pcgrad
+              one network, masked losses (missing labels and closed gates contribute nothing), each weighting
+              strategy (--strategies picks a subset; "fixed" is the plain masked multi-task model)
   single      one network per head, each trained on that head's labelled samples only
   zero_impute one network, missing labels filled with 0 (class 0 / false / 0.0), every mask all ones, no gate
 Metrics on the test set (metrics.py definitions). ink is scored on the test samples where is_large is truly true
@@ -47,20 +50,25 @@ TASKS = [
     {"name": "is_large", "type": "binary"},
     {"name": "digit_mod3", "type": "multiclass", "classes": ["0", "1", "2"]},
     {"name": "ink", "type": "regression", "gate": {"task": "is_large"}},
+    {"name": "shape", "type": "multilabel", "classes": ["loop", "vertical", "even"]},
 ]
-PRIMARY = {"digit": "accuracy", "is_large": "accuracy", "digit_mod3": "accuracy", "ink": "rmse"}
+STRATEGIES = ["fixed", "uncertainty", "dwa", "gradnorm", "pcgrad"]
+PRIMARY = {"digit": "accuracy", "is_large": "accuracy", "digit_mod3": "accuracy", "ink": "rmse",
+           "shape": "mean_average_precision"}
 SHOWN = {
     "digit": ["accuracy", "macro_f1"],
     "is_large": ["accuracy", "roc_auc"],
     "digit_mod3": ["accuracy", "macro_f1"],
     "ink": ["rmse", "mae", "e2e_rmse", "gate_miss_rate"],
+    "shape": ["micro_f1", "macro_f1", "mean_average_precision"],
 }
 
 
-def spec_for(tasks: list[dict], epochs: int, seed: int):
+def spec_for(tasks: list[dict], epochs: int, seed: int, strategy: str = "fixed"):
     return parse_spec(
         {
             "tasks": tasks,
+            "weighting": {"strategy": strategy},
             "model": {
                 "image_size": SIZE,
                 "channels": 1,
@@ -94,12 +102,15 @@ def load(seed: int):
         "is_large": (digit >= 5).astype(np.float32),
         "digit_mod3": digit % 3,
         "ink": scans.mean(axis=(1, 2)).astype(np.float32),
+        "shape": np.stack([np.isin(digit, [0, 6, 8, 9]), np.isin(digit, [1, 4, 7]), digit % 2 == 0],
+                          axis=1).astype(np.float32),
     }
     masks = {
         "digit": np.ones(len(digit), bool),
         "is_large": np.ones(len(digit), bool),
         "digit_mod3": np.ones(len(digit), bool),
         "ink": digit >= 5,
+        "shape": np.ones(len(digit), bool),
     }
     train_idx, test_idx = train_test_split(
         np.arange(len(digit)), test_size=0.3, stratify=digit, random_state=seed
@@ -107,6 +118,7 @@ def load(seed: int):
     rng = np.random.default_rng(seed)
     train_masks = {k: v[train_idx].copy() for k, v in masks.items()}
     train_masks["digit_mod3"] &= rng.random(len(train_idx)) < 0.15  # sparse head: 85% of labels removed
+    train_masks["shape"] &= rng.random(len(train_idx)) < 0.4  # multilabel head: 60% of labels removed
     return images, values, masks, train_idx, test_idx, train_masks
 
 
@@ -114,7 +126,7 @@ def data_for(names, images, values, masks, idx, zero_impute=False) -> TrainingDa
     labels = {}
     for n in names:
         v, m = values[n][idx], masks[n]
-        v = np.where(m, v, 0).astype(v.dtype)
+        v = np.where(m if v.ndim == 1 else m[:, None], v, 0).astype(v.dtype)
         labels[n] = Labels(v, np.ones_like(m) if zero_impute else m.copy())
     return TrainingData(images=images[idx], labels=labels)
 
@@ -124,6 +136,7 @@ def main() -> None:
     ap.add_argument("--json")
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--strategies", default=",".join(STRATEGIES), help="weighting strategies to compare")
     ap.add_argument(
         "--threads", type=int, default=1, help="torch threads (1: no OpenMP rendezvous stalls on a shared 2-core box)"
     )
@@ -149,10 +162,13 @@ def main() -> None:
         info[variant]["epochs"].append(len(r.history))
         return r, Predictor.from_result(r).outputs(test_images)
 
-    r, outputs["multitask"] = fit(
-        "multitask", full_spec, data_for(names, images, values, train_masks, train_idx)
-    )
-    norms["multitask"] = r.normalization
+    strategies = [x for x in args.strategies.split(",") if x]
+    for strategy in strategies:
+        r, outputs[strategy] = fit(
+            strategy, spec_for(TASKS, args.epochs, args.seed, strategy),
+            data_for(names, images, values, train_masks, train_idx),
+        )
+        norms[strategy] = r.normalization
 
     ungated = [{k: v for k, v in t.items() if k != "gate"} for t in TASKS]
     r, outputs["zero_impute"] = fit(
@@ -173,14 +189,15 @@ def main() -> None:
         outputs["single"][n] = out[n]
         norms["single"].update(r.normalization)
 
-    variants = ["multitask", "single", "zero_impute"]
+    variants = [*strategies, "single", "zero_impute"]
     scores = {v: M.evaluate(full_spec, outputs[v], test_values, test_masks, norms[v]) for v in variants}
     winners = {}
     for n in names:
         key = PRIMARY[n]
         vals = {v: scores[v][n][key] for v in variants}
         pick = (min if key in M.LOWER_IS_BETTER else max)(vals, key=lambda v: vals[v])
-        winners[n] = {"metric": key, "winner": pick, "values": vals}
+        best_strategy = (min if key in M.LOWER_IS_BETTER else max)(strategies, key=lambda v: vals[v])
+        winners[n] = {"metric": key, "winner": pick, "best_strategy": best_strategy, "values": vals}
     result = {
         "benchmark": "quality",
         "data": {
@@ -210,9 +227,10 @@ def main() -> None:
     for n in names:
         for key in SHOWN[n]:
             vals = [scores[v][n].get(key) for v in variants]
-            mark = winners[n]["winner"] if key == PRIMARY[n] else ""
-            rows.append([n, key, *vals, mark])
-    print(table(["head", "metric", *variants, "winner (primary)"], rows))
+            w = winners[n]
+            mark = f"{w['winner']} (strategies: {w['best_strategy']})" if key == PRIMARY[n] else ""
+            rows.append([n, int(train_masks[n].sum()), key, *vals, mark])
+    print(table(["head", "labelled", "metric", *variants, "winner (primary)"], rows))
     print(
         f"\ntest n={len(test_idx)}; training labels: "
         + ", ".join(f"{n} {int(train_masks[n].sum())}/{len(train_idx)}" for n in names)

@@ -215,7 +215,13 @@ def known_negative(spec: Any, labels: dict[str, Any], name: str) -> np.ndarray:
     return gating.known_negative(spec, values, masks)[name]
 
 
+def _tag_set(tags: Any) -> str:
+    return "|".join(tags) if len(tags) else "(no tag)"
+
+
 def _class_name(task: Any, value: Any) -> str:
+    if task.type == "multilabel":  # the tag set is the "class" of the confusion matrix
+        return _tag_set([c for c, v in zip(task.classes, value, strict=True) if v >= 0.5])
     if task.type == "binary":
         return "true" if float(value) >= 0.5 else "false"
     return str(task.classes[int(value)])
@@ -224,6 +230,8 @@ def _class_name(task: Any, value: Any) -> str:
 def _pred_name(task: Any, out: dict) -> str | None:
     if out.get("gated"):
         return None
+    if task.type == "multilabel":
+        return None if out.get("labels") is None else _tag_set(out["labels"])
     label = out.get("label")
     if task.type == "binary":
         return "true" if label is True or str(label).lower() == "true" else "false"
@@ -262,4 +270,6 @@ def task_png(spec: Any, labels: dict[str, Any], val_idx: np.ndarray, preds: Sequ
         else:
             y_true.append(None)
     y_pred = [_pred_name(task, o) for o in outs]
+    if task.type == "multilabel":  # rows/columns: the tag sets that occur
+        classes = sorted({c for c in [*y_true, *y_pred] if c is not None and c != GATED})
     return confusion_png(name, classes, y_true, y_pred, gated=gated, title=title)

@@ -133,3 +133,18 @@ def test_multilabel_prediction_output():
     out = pred.predict_arrays(np.zeros((1, 8, 8, 3), np.uint8), raw=True)[0]
     assert out["tags"]["labels"] == ["cat"] and set(out["tags"]["probabilities"]) == {"cat", "outdoor"}
     assert out["tags"]["raw"] == ["cat"] and out["n"]["gated"] is False
+
+
+def test_multilabel_head_report_renders_tag_sets():
+    """The worker's per-head report (service/reports/plots.py) handles a multilabel head: tag sets are the classes."""
+    from service.ml.data import Labels
+    from service.reports import plots
+
+    spec = parse_spec({"tasks": [{"name": "tags", "type": "multilabel", "classes": ["cat", "outdoor"]}]})
+    labels = {"tags": Labels(np.array([[1, 1], [0, 0], [1, 0]], np.float32), np.array([True, True, False]))}
+    preds = [{"tags": {"labels": ["cat", "outdoor"]}}, {"tags": {"labels": ["cat"]}}, {"tags": {"labels": []}}]
+    assert [plots._class_name(spec.task("tags"), v) for v in labels["tags"].values] == [
+        "cat|outdoor", "(no tag)", "cat"]
+    assert [plots._pred_name(spec.task("tags"), p["tags"]) for p in preds] == ["cat|outdoor", "cat", "(no tag)"]
+    png = plots.task_png(spec, labels, np.arange(3), preds, "tags")
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"

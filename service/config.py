@@ -44,6 +44,15 @@ class Settings(BaseSettings):
     # `POST /v1/datasets {"source": "s3://bucket/prefix/"}` reads with the SERVICE's credentials, so only sources
     # under one of these comma-separated s3:// prefixes are accepted (empty: imports disabled).
     IMPORT_ALLOWED_PREFIXES: str = ""
+    # Resource guards (README "Limits and quotas"). A quota of 0 is "no limit".
+    # Peak training memory one worker may use: the estimate is checked against it at job creation and in the
+    # audit, and the training child runs under it as a hard limit (RLIMIT_DATA on CPU, the CUDA allocator's
+    # fraction on a GPU). 0 = auto: 60% of this host's RAM (or of its cgroup limit when lower); set it on GPU
+    # workers to their GPU memory budget, and to the same value on the API as on the workers.
+    WORKER_MEMORY_BYTES: int = Field(default=0, ge=0)
+    TEAM_MAX_ACTIVE_JOBS: int = Field(default=20, ge=0)  # queued + running jobs per team -> 429
+    TEAM_MAX_STORAGE_BYTES: int = Field(default=100 * 1024**3, ge=0)  # datasets + artifacts per team -> 413/507
+    JOB_MAX_SAMPLE_EPOCHS: int = Field(default=10**8, ge=0)  # training.epochs x samples per job -> 422
 
     # Jobs and workers (owner: worker). A running job's lease is its heartbeat; the reaper requeues a job whose
     # heartbeat is older than JOB_LEASE_SECONDS and fails it once it has been attempted MAX_ATTEMPTS times.
@@ -101,6 +110,8 @@ class Settings(BaseSettings):
             self.DATABASE_URL = f"sqlite:///{self.DATA_DIR / 'headwise.db'}"
         if not self.BROKER_URL:
             self.BROKER_URL = f"sqla+sqlite:///{self.DATA_DIR / 'broker.db'}"
+        if not self.WORKER_MEMORY_BYTES:
+            self.WORKER_MEMORY_BYTES = int(0.6 * host_memory_bytes())
         return self
 
     @property
@@ -112,6 +123,26 @@ class Settings(BaseSettings):
     def visibility_timeout(self) -> int:
         """Redis visibility timeout: longer than the longest allowed run."""
         return self.MAX_JOB_SECONDS + 3600
+
+
+def host_memory_bytes() -> int:
+    """This host's RAM (/proc/meminfo MemTotal), or its cgroup v2 memory limit when lower; 8 GiB if unknown."""
+    total = 8 * 1024**3
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    total = int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        with open("/sys/fs/cgroup/memory.max") as f:
+            limit = f.read().strip()
+        if limit.isdigit():
+            total = min(total, int(limit))
+    except OSError:
+        pass
+    return total
 
 
 @lru_cache

@@ -52,5 +52,15 @@ class ForbiddenError(ServiceError):
     status_code, kind = 403, "Forbidden"
 
 
+class TooManyRequestsError(ServiceError):
+    status_code, kind = 429, "TooManyRequests"
+
+
+class InsufficientStorageError(ServiceError):
+    """507: the disk is full, or the team's storage quota is used up."""
+
+    status_code, kind = 507, "InsufficientStorage"
+
+
 class UnavailableError(ServiceError):
     status_code, kind = 503, "ServiceUnavailable"

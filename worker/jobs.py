@@ -1,7 +1,11 @@
 """run_job: claim the job row -> load the dataset -> train -> store the artifact -> register the version.
 
-The job row is the truth and the broker only a doorbell: `claim_job` moves queued -> running atomically, so a
-second delivery of the same message (redelivery, a reaper re-enqueue racing the original) finds nothing to do.
+The job row is the truth and the broker only a doorbell: a delivery claims the fairest queued job
+(`claim_next_job`: the team served least recently first, then its oldest job), moving it queued -> running
+atomically; every queued job has one message, so each is claimed once, and a second delivery of the same
+message (redelivery, a reaper re-enqueue racing the original) finds nothing left to do.
+Training runs under a hard memory limit (worker/limits.py); an out-of-memory error, or a full disk, ends the
+job failed at once (it is deterministic: no retries) with a message naming what to change.
 The attempt number taken by the claim fences every later write (see service/db/jobs.py). torch and the engine
 are imported here, lazily, so the Celery parent process never loads torch or touches CUDA; with
 max-tasks-per-child 1 each job runs in a fresh child.
@@ -24,6 +28,8 @@ from service.db import registry as registry_repo
 from service.db.base import get_sessionmaker, session_scope
 from service.db.tables import Dataset, Job
 from service.storage import Storage, storage_for
+from service.storage.local import is_disk_full
+from worker import limits
 from worker.checkpoints import CheckpointSync, forget
 from worker.monitor import CANCELLED, LEASE_LOST, TIMEOUT, JobMonitor, jsonable
 
@@ -44,7 +50,7 @@ def run_job(job_id: str) -> str:
     storage = storage_for(settings)
     try:
         with session_scope() as session:
-            job = jobs_repo.claim_job(session=session, job_id=job_id, worker=worker_name())
+            job = jobs_repo.claim_next_job(session=session, delivered=job_id, worker=worker_name())
             if job is None:
                 status = jobs_repo.job_status(session=session, job_id=job_id)
             else:
@@ -57,21 +63,43 @@ def run_job(job_id: str) -> str:
         if status == "cancelled":
             _cleanup(storage, job_id)
         return "skipped"
-    log.info("job %s claimed (attempt %d) by %s", job_id, job.attempts, job.worker)
+    if job.id != job_id:
+        log.info("delivery of job %s runs job %s (fair order across teams)", job_id, job.id)
+    from service.observability import bind_job
+
+    with bind_job(job.id):
+        return _run_claimed(job, dataset, settings, storage)
+
+
+def _run_claimed(job: Job, dataset: Dataset | None, settings: Settings, storage: Storage) -> str:
+    log.info("job %s claimed (attempt %d) by %s", job.id, job.attempts, job.worker)
     # The lease is renewed from right after the claim: importing torch and decoding the dataset into the
     # image cache can take longer than the lease.
     monitor = JobMonitor(job.id, job.attempts, _training_hint(job.spec, "epochs"), settings, history=job.history,
                          batch_size=_training_hint(job.spec, "batch_size")).start()
     try:
-        outcome = _train_and_register(job, dataset, settings, storage, monitor)
+        with limits.host_memory_limit(settings):
+            outcome = _train_and_register(job, dataset, settings, storage, monitor)
     except Exception as exc:
         monitor.close(flush=True)
         outcome = _fail(job, exc)
     finally:
         monitor.close(flush=True)
     if outcome != LEASE_LOST:
-        _cleanup(storage, job_id)
+        _cleanup(storage, job.id)
     return outcome
+
+
+def _limit_device(spec: Any, device: str, settings: Settings) -> str:
+    """The device training will use, with its memory limit: CUDA -> the allocator's fraction (and host memory
+    unlimited again: CUDA maps large host areas); CPU -> the RLIMIT_DATA set around the job stays."""
+    from service.ml.train import resolve_device
+
+    dev = resolve_device(device, spec)
+    if dev.type == "cuda":
+        limits.lift_host_limit()
+        limits.limit_cuda(settings, dev)
+    return dev.type
 
 
 class DatabaseUnavailableError(Exception):
@@ -98,9 +126,11 @@ def _train_and_register(job: Job, dataset: Dataset | None, settings: Settings, s
     started = time.monotonic()
     spec = parse_spec(job.spec)
     monitor.epochs = epochs = spec.training.epochs
-    spec, data = load_training_data(spec, storage.abs(dataset.path), storage.dataset_cache_dir(dataset.id))
     device = spec.training.device if spec.training.device != "auto" else settings.TRAIN_DEVICE
+    failure = None
     try:
+        dev = _limit_device(spec, device, settings)
+        spec, data = load_training_data(spec, storage.abs(dataset.path), storage.dataset_cache_dir(dataset.id))
         if monitor.should_stop():
             raise TrainingCancelled("stopped before training started")
         sync = CheckpointSync(storage, job.id)  # object storage: resume on another host (no-op without it)
@@ -119,13 +149,32 @@ def _train_and_register(job: Job, dataset: Dataset | None, settings: Settings, s
     except TrainingCancelled:
         monitor.close(flush=True)
         return _stopped(job, monitor.stop_reason or CANCELLED, settings)
+    except (MemoryError, RuntimeError, OSError) as exc:
+        if limits.is_out_of_memory(exc):
+            failure = limits.oom_message(spec, dataset.num_samples, settings, dev, f"{type(exc).__name__}: {exc}")
+        elif is_disk_full(exc):
+            failure = f"the disk is full: training could not write its image cache or checkpoint ({exc})"
+        else:
+            raise
+    if failure is not None:  # raised here, outside the handler: the failed step's tensors are freed first
+        import gc
+
+        gc.collect()
+        raise _JobError(failure)
     log.info("job %s trained %d epochs in %.1f s", job.id, len(result.history), time.monotonic() - started)
 
     tmp = storage.new_tmp_path(f"-artifact-{job.id}")
     try:
         extra_files, extra_meta = _export_onnx(result, data, settings)
-        checksums = save_artifact(result, tmp, extra_files=extra_files, extra_meta=extra_meta)
-        _write_reports(job, result, data, tmp)
+        try:
+            checksums = save_artifact(result, tmp, extra_files=extra_files, extra_meta=extra_meta)
+            _write_reports(job, result, data, tmp)
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            storage.remove(tmp)
+            raise _JobError(f"the disk is full: the model artifact could not be written ({exc}); "
+                            "nothing was registered") from None
         monitor.close(flush=True)  # no more heartbeats: the next write is the final transaction
         if monitor.stop_reason == LEASE_LOST:
             return LEASE_LOST

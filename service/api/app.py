@@ -29,6 +29,7 @@ from service.api import (
     registry,
     spec,
     ui,
+    usage,
     v2,
     workers,
 )
@@ -49,7 +50,7 @@ log = logging.getLogger("headwise.api")
 
 def api_router() -> APIRouter:
     router = APIRouter()
-    for module in (predict, v2, health, imports, datasets, jobs, models, registry, spec, capabilities, keys, workers):  # predict first: the hot path matches at once
+    for module in (predict, v2, health, imports, datasets, jobs, models, registry, spec, capabilities, keys, workers, usage):  # predict first: the hot path matches at once
         router.include_router(module.router)
     return router
 

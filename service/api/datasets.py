@@ -9,8 +9,10 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from service.api import quotas
 from service.api.deps import SessionDep, SettingsDep, StorageDep, get_principal, require
 from service.api.ingest import (
+    DISK_FULL,
     Received,
     check_archive,
     dataset_name,
@@ -18,12 +20,14 @@ from service.api.ingest import (
     spec_field,
     store_dataset,
     table_warnings,
+    upload_allowance,
 )
 from service.api.schemas import AuditCreate, AuditRead, DatasetCreated, DatasetList, DatasetRead, ErrorRead
 from service.auth import Principal
+from service.config import Settings
 from service.db import datasets as datasets_repo
 from service.db.tables import Dataset
-from service.errors import ConflictError, NotFoundError
+from service.errors import ConflictError, InsufficientStorageError, NotFoundError
 from service.storage import Storage
 
 log = logging.getLogger("headwise.api")
@@ -48,7 +52,7 @@ UPLOAD_BODY = {
         },
     }
 }
-ERRORS = {code: {"model": ErrorRead} for code in (401, 403, 404, 409, 413, 415, 422)}
+ERRORS = {code: {"model": ErrorRead} for code in (401, 403, 404, 409, 413, 415, 422, 507)}
 
 
 def _get(session: Session, dataset_id: str, principal: Principal) -> Dataset:
@@ -58,15 +62,19 @@ def _get(session: Session, dataset_id: str, principal: Principal) -> Dataset:
     return row
 
 
-def _ingest(session: Session, storage: Storage, got: Received, *, team: str, name: str,
+def _ingest(session: Session, storage: Storage, got: Received, *, settings: Settings, team: str, name: str,
             spec: dict | None) -> DatasetCreated:
     """Blocking: decode + validate the archive (and its labels against `spec`), move it into place, commit."""
     table, _resolved = check_archive(got, spec)
+    row = None
     try:
-        row = store_dataset(session, storage, got, table, team=team, name=name)
+        row = store_dataset(session, storage, got, table, team=team, name=name, settings=settings)
         session.commit()
-    except BaseException:
+    except BaseException as exc:
         session.rollback()
+        if row is not None and "disk is full" in str(exc):  # SQLite in DATA_DIR: "database or disk is full"
+            storage.remove_dataset(row.id)
+            raise InsufficientStorageError(DISK_FULL) from None
         raise
     return DatasetCreated.model_validate(row).model_copy(update={"warnings": table_warnings(table)})
 
@@ -85,10 +93,12 @@ async def upload_dataset(
         from service.api.imports import start_import
 
         return await start_import(request, principal, session)  # 202 + the import (service/api/imports.py)
-    async with received(request, settings, storage) as got:
+    left, message = upload_allowance(request, session, storage, settings, principal.team)
+    async with received(request, settings, storage, quota_left=left, quota_message=message) as got:
         name = dataset_name(got.fields.get("name"), got.filename)
         spec = spec_field(got.fields.get("spec"))
-        return await run_in_threadpool(_ingest, session, storage, got, team=principal.team, name=name, spec=spec)
+        return await run_in_threadpool(_ingest, session, storage, got, settings=settings, team=principal.team,
+                                       name=name, spec=spec)
 
 
 @router.get("", response_model=DatasetList, responses=ERRORS, summary="The team's datasets")
@@ -134,6 +144,7 @@ def audit_dataset(
     principal: Annotated[Principal, Depends(require("datasets:write", "jobs:write"))],
     session: SessionDep,
     storage: StorageDep,
+    settings: SettingsDep,
 ) -> AuditRead:
     from service.ml.data import audit
     from service.ml.spec import SpecError, parse_spec
@@ -143,5 +154,13 @@ def audit_dataset(
         spec = parse_spec(body.spec)
     except SpecError as exc:  # reported, not raised: the audit is a dry run
         return AuditRead(audit=None, spec_errors=list(exc.errors))
-    result = audit(spec, storage.load_table(row.id, row.path))  # resolve errors land in result["spec_errors"]
-    return AuditRead(audit=result, spec_errors=list(result.get("spec_errors", [])))
+    table = storage.load_table(row.id, row.path)
+    result = audit(spec, table)  # resolve errors land in result["spec_errors"]
+    errors = list(result.get("spec_errors", []))
+    memory = quotas.memory_estimate(spec, len(table.keys), settings)
+    try:  # the same checks as job creation, reported instead of raised
+        quotas.check_job_size(spec, len(table.keys), settings)
+        quotas.check_memory(spec, len(table.keys), settings)
+    except SpecError as exc:
+        errors += exc.errors
+    return AuditRead(audit=result, spec_errors=errors, memory=memory)

@@ -28,6 +28,7 @@ HTTP_KINDS = {
     415: "UnsupportedMediaType",
     422: "ValidationError",
     429: "TooManyRequests",
+    507: "InsufficientStorage",
     503: "ServiceUnavailable",
 }
 

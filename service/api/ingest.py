@@ -17,15 +17,19 @@ from typing import Any
 from sqlalchemy.orm import Session
 from starlette.requests import Request
 
+from service.api import quotas
 from service.api.uploads import FileSink, StreamingForm, check_content_length
 from service.config import Settings
 from service.db import datasets as datasets_repo
+from service.db import jobs as jobs_repo
 from service.db.tables import Dataset, new_id
-from service.errors import UnsupportedMediaError, ValidationError
+from service.errors import InsufficientStorageError, UnsupportedMediaError, ValidationError
 from service.storage import Storage
+from service.storage.local import is_disk_full
 
 FORMATS = {".zip": "zip", ".npz": "npz"}
 FORM_OVERHEAD = 1024 * 1024  # multipart headers and text fields on top of the file cap
+DISK_FULL = "the server's disk is full: the upload was not stored; try again later or ask the operator"
 
 
 @dataclass
@@ -38,10 +42,29 @@ class Received:
     fields: dict[str, str] = field(default_factory=dict)
 
 
+def upload_allowance(request: Request, session: Session, storage: Storage, settings: Settings,
+                     team: str) -> tuple[int | None, str]:
+    """(bytes the team may still store, the 413 message past them), None when unlimited. A first cheap check of
+    the announced size (Content-Length) against the storage quota: 413 before any byte is read."""
+    try:
+        announced = max(int(request.headers.get("content-length") or 0) - FORM_OVERHEAD, 0)
+    except ValueError:
+        announced = 0
+    left = quotas.check_storage(session, storage, settings, team, incoming=announced)
+    session.rollback()  # end the read transaction: the upload may stream for minutes
+    limit = settings.TEAM_MAX_STORAGE_BYTES
+    if not limit:
+        return None, ""
+    return left, (f"storage quota: {quotas.storage_detail(team, limit - left, limit)}; the file is larger than "
+                  f"the {left} bytes left: delete datasets or model versions first")
+
+
 @asynccontextmanager
-async def received(request: Request, settings: Settings, storage: Storage) -> AsyncIterator[Received]:
+async def received(request: Request, settings: Settings, storage: Storage, *, quota_left: int | None = None,
+                   quota_message: str = "") -> AsyncIterator[Received]:
     """Stream the multipart body: exactly one archive in `file` (.zip/.npz) plus text fields. The temporary
-    file is removed on exit (a successful ingest has moved it away already)."""
+    file is removed on exit (a successful ingest has moved it away already). quota_left (upload_allowance)
+    caps the file below MAX_UPLOAD_BYTES with quota_message (413); a full disk answers 507."""
     cap = settings.MAX_UPLOAD_BYTES
     check_content_length(request.headers.get("content-length"), cap + FORM_OVERHEAD)
     tmp_paths: list[Path] = []
@@ -55,11 +78,18 @@ async def received(request: Request, settings: Settings, storage: Storage) -> As
         if suffix not in FORMATS:
             raise UnsupportedMediaError(f"file: '{filename}' is not a .zip or .npz archive")
         tmp_paths.append(storage.new_tmp_path(suffix))
+        if quota_left is not None and quota_left < cap:  # the team's storage quota is the tighter bound
+            return FileSink(tmp_paths[-1], quota_left, label=f"file '{filename}'", too_large=quota_message)
         return FileSink(tmp_paths[-1], cap, label=f"file '{filename}'")
 
     form = StreamingForm(request.headers.get("content-type", ""), open_file)
     try:
-        await form.consume(request.stream(), cap + FORM_OVERHEAD)
+        try:
+            await form.consume(request.stream(), cap + FORM_OVERHEAD)
+        except OSError as exc:  # the temporary file could not be written
+            if is_disk_full(exc):
+                raise InsufficientStorageError(DISK_FULL) from None
+            raise
         if not form.files:
             raise ValidationError("file: field required (a .zip or .npz archive)")
         _name, filename, sink = form.files[0]
@@ -114,14 +144,19 @@ def check_archive(got: Received, spec: dict[str, Any] | None) -> tuple[Any, Any]
 
 
 def store_dataset(session: Session, storage: Storage, got: Received, table: Any, *, team: str,
-                  name: str) -> Dataset:
+                  name: str, settings: Settings | None = None) -> Dataset:
     """Move the checked archive into datasets/<id>/ and add its row (flushed, NOT committed). On failure the
-    caller rolls back and calls storage.remove_dataset(row id or the id in the raised error's context)."""
+    caller rolls back and calls storage.remove_dataset(row id or the id in the raised error's context).
+    With settings: the team's storage quota is checked again under the team's lock (concurrent uploads cannot
+    overshoot it); a full disk answers 507."""
     from service.ml.data import summarize
 
     dataset_id = new_id()
     final = storage.dataset_dir(dataset_id) / f"dataset.{got.fmt}"
     try:
+        if settings is not None and settings.TEAM_MAX_STORAGE_BYTES:
+            jobs_repo.lock_team(session=session, team=team)
+            quotas.check_storage(session, storage, settings, team, incoming=got.size)
         storage.move_into(got.path, final)
         storage.save_table(dataset_id, table)
         storage.publish(final, got.sha256)  # object storage (503 + Retry-After when down); before the row
@@ -130,8 +165,10 @@ def store_dataset(session: Session, storage: Storage, got: Received, table: Any,
             num_samples=len(table.keys), columns=summarize(table), size_bytes=got.size, sha256=got.sha256,
             path=storage.rel(final),
         )
-    except BaseException:
+    except BaseException as exc:
         storage.remove_dataset(dataset_id)
+        if is_disk_full(exc):
+            raise InsufficientStorageError(DISK_FULL) from None
         raise
 
 

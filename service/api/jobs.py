@@ -11,11 +11,13 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from service.api import quotas
 from service.api.deps import EnqueueDep, SessionDep, SettingsDep, StorageDep, get_principal, require
-from service.api.ingest import received
+from service.api.ingest import received, upload_allowance
 from service.api.one_call import create_from_upload, parse_json_body
 from service.api.schemas import ErrorRead, JobCreate, JobList, JobRead, ModelRef, Progress
 from service.auth import Principal
+from service.config import Settings
 from service.db import datasets as datasets_repo
 from service.db import jobs as jobs_repo
 from service.db import registry as registry_repo
@@ -33,7 +35,7 @@ from service.storage import Storage
 
 log = logging.getLogger("headwise.api")
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
-ERRORS = {code: {"model": ErrorRead} for code in (401, 403, 404, 409, 413, 415, 422, 503)}
+ERRORS = {code: {"model": ErrorRead} for code in (401, 403, 404, 409, 413, 415, 422, 429, 503, 507)}
 
 
 def job_read(job: Job, model: tuple[str, int] | None = None, status_detail: str | None = None) -> JobRead:
@@ -105,12 +107,13 @@ async def create_job(
     if ctype == "multipart/form-data":
         if not principal.has("datasets:write"):
             raise ForbiddenError("this API key lacks the scope 'datasets:write' (the call uploads a dataset)")
-        async with received(request, settings, storage) as got:
-            job = await run_in_threadpool(create_from_upload, session, storage, got, principal.team,
+        left, message = upload_allowance(request, session, storage, settings, principal.team)
+        async with received(request, settings, storage, quota_left=left, quota_message=message) as got:
+            job = await run_in_threadpool(create_from_upload, session, storage, settings, got, principal.team,
                                           settings.WEIGHTS_DIR)
     elif ctype in ("application/json", ""):
         body = parse_json_body(await request.body(), JobCreate)
-        job = await run_in_threadpool(_create_on_dataset, session, storage, body, principal.team,
+        job = await run_in_threadpool(_create_on_dataset, session, storage, settings, body, principal.team,
                                       settings.WEIGHTS_DIR)
     else:
         raise UnsupportedMediaError("send application/json (dataset_id, model_name, spec) or multipart/form-data "
@@ -118,7 +121,7 @@ async def create_job(
     return await run_in_threadpool(_enqueue, session, job, enqueue)
 
 
-def _create_on_dataset(session: Session, storage: Storage, body: JobCreate, team: str,
+def _create_on_dataset(session: Session, storage: Storage, settings: Settings, body: JobCreate, team: str,
                        weights_dir: Path | None = None) -> Job:
     from service.ml.data import encode_labels, resolve_spec
     from service.ml.spec import parse_spec
@@ -132,6 +135,7 @@ def _create_on_dataset(session: Session, storage: Storage, body: JobCreate, team
     table = storage.load_table(dataset.id, dataset.path)
     spec = resolve_spec(spec, table)  # unknown column, class not in data
     encode_labels(spec, table)  # DataError -> 422: wrong kinds, NaN/inf, naming row and column (not in the worker)
+    quotas.admit_job(session, storage, settings, team, spec, len(table.keys))  # 422 / 507 / 429
     job = jobs_repo.create_job(session=session, team=team, dataset_id=dataset.id, model_name=body.model_name,
                                spec=spec.to_json_dict())
     session.commit()  # the worker must find the row: enqueue only after the commit

@@ -13,9 +13,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 from sqlalchemy.orm import Session
 
+from service.api import quotas
 from service.api.errors import validation_detail
 from service.api.ingest import Received, check_archive, dataset_name, spec_field, store_dataset
 from service.api.schemas import NAME_PATTERN
+from service.config import Settings
 from service.db import jobs as jobs_repo
 from service.db.tables import Job
 from service.errors import ValidationError
@@ -63,7 +65,7 @@ def _form(got: Received) -> tuple[str, dict[str, Any], str]:
     return model_name, spec, dataset_name(got.fields.get("dataset_name"), got.filename, "dataset_name")
 
 
-def create_from_upload(session: Session, storage: Storage, got: Received, team: str,
+def create_from_upload(session: Session, storage: Storage, settings: Settings, got: Received, team: str,
                        weights_dir: Path | None = None) -> Job:
     """Blocking: check the form, spec and labels, then dataset + job in one committed transaction."""
     from service.ml.weights import check_pretrained
@@ -73,7 +75,8 @@ def create_from_upload(session: Session, storage: Storage, got: Received, team: 
     check_pretrained(weights_dir, resolved)  # model.pretrained not installed -> 422
     dataset_id = None
     try:
-        dataset = store_dataset(session, storage, got, table, team=team, name=name)
+        quotas.admit_job(session, storage, settings, team, resolved, len(table.keys))  # 422 / 507 / 429
+        dataset = store_dataset(session, storage, got, table, team=team, name=name, settings=settings)
         dataset_id = dataset.id
         job = jobs_repo.create_job(session=session, team=team, dataset_id=dataset.id, model_name=model_name,
                                    spec=resolved.to_json_dict())

@@ -172,6 +172,9 @@ class AuditCreate(BaseModel):
 class AuditRead(BaseModel):
     audit: dict[str, Any] | None = Field(description="the engine's audit; null when the spec has errors")
     spec_errors: list[str]
+    memory: dict[str, Any] | None = Field(
+        default=None, description="estimated peak training memory (peak_bytes, parts, budget_bytes, fits, "
+        "largest_batch_size); null when the spec has errors")
 
 
 # ---- jobs --------------------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ class FileSink:
     path: Path
     max_bytes: int
     label: str = "file"
+    too_large: str = ""  # the 413 message when max_bytes is a quota rather than the upload limit
     size: int = 0
     sha256: str = ""
     _hash: Any = field(default_factory=hashlib.sha256)
@@ -44,7 +45,8 @@ class FileSink:
     def write(self, data: bytes) -> None:
         self.size += len(data)
         if self.size > self.max_bytes:
-            raise PayloadTooLargeError(f"{self.label} is larger than the limit of {self.max_bytes} bytes")
+            raise PayloadTooLargeError(
+                self.too_large or f"{self.label} is larger than the limit of {self.max_bytes} bytes")
         self._hash.update(data)
         self._fh.write(data)
 

@@ -45,3 +45,9 @@ def delete_dataset(*, session: Session, dataset_id: str) -> None:
         update(ModelVersion).where(ModelVersion.dataset_id == dataset_id).values(dataset_id=None)
     )
     session.execute(delete(Dataset).where(Dataset.id == dataset_id))
+
+
+def team_dataset_bytes(*, session: Session, team: str) -> int:
+    """Bytes of a team's uploaded archives (the TEAM_MAX_STORAGE_BYTES quota)."""
+    total = session.execute(select(func.sum(Dataset.size_bytes)).where(Dataset.team == team)).scalar_one()
+    return int(total or 0)

@@ -83,6 +83,53 @@ def claim_job(*, session: Session, job_id: str, worker: str) -> Job | None:
     ).scalar_one()
 
 
+def next_fair_job(*, session: Session) -> str | None:
+    """The queued job to run next, fair across teams: the team served least recently first (a team never served
+    before comes first; "served" = the latest start of any of its jobs), then that team's oldest job."""
+    served = (
+        select(Job.team.label("team"), func.max(Job.started_at).label("served"))
+        .where(Job.started_at.is_not(None)).group_by(Job.team).subquery()
+    )
+    stmt = (
+        select(Job.id).outerjoin(served, served.c.team == Job.team)
+        .where(Job.status == JobStatus.QUEUED, Job.cancel_requested.is_(False))
+        .order_by(served.c.served.is_not(None), served.c.served, Job.created_at, Job.id).limit(1)
+    )
+    return session.execute(stmt).scalar_one_or_none()
+
+
+def claim_next_job(*, session: Session, delivered: str, worker: str, tries: int = 5) -> Job | None:
+    """A delivery is a doorbell: claim the fairest queued job (next_fair_job), not necessarily the delivered one.
+    Every queued job has one message, so every job still gets claimed once. A delivered job whose cancel was
+    requested ends cancelled here. None when nothing is claimable."""
+    session.execute(
+        update(Job).where(Job.id == delivered, Job.status == JobStatus.QUEUED, Job.cancel_requested.is_(True))
+        .values(status=JobStatus.CANCELLED, finished_at=db_clock(session))
+    )
+    for _ in range(tries):  # another worker may win the candidate between the pick and the claim
+        job_id = next_fair_job(session=session)
+        if job_id is None:
+            return None
+        job = claim_job(session=session, job_id=job_id, worker=worker)
+        if job is not None:
+            return job
+    return None
+
+
+def count_team_active_jobs(*, session: Session, team: str) -> int:
+    """Queued + running jobs of a team (the TEAM_MAX_ACTIVE_JOBS quota)."""
+    return session.execute(
+        select(func.count()).select_from(Job).where(Job.team == team, Job.status.in_(sorted(ACTIVE_STATUSES)))
+    ).scalar_one()
+
+
+def lock_team(*, session: Session, team: str) -> None:
+    """Serialise quota checks of one team until the transaction ends (PostgreSQL: a transaction-level advisory
+    lock; SQLite: its single-writer lock already does, once the transaction writes)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(func.pg_advisory_xact_lock(func.hashtext("headwise:team:" + team))))
+
+
 def owned(job_id: str, attempt: int) -> tuple:
     return (Job.id == job_id, Job.status == JobStatus.RUNNING, Job.attempts == attempt)
 

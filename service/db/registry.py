@@ -136,3 +136,13 @@ def _lock_registered_model(*, session: Session, team: str, name: str) -> Registe
         .with_for_update()
         .execution_options(populate_existing=True)
     ).scalar_one()
+
+
+def team_artifact_paths(*, session: Session, team: str) -> list[str]:
+    """artifact_path (relative to DATA_DIR) of every model version of a team (sized on disk for quotas)."""
+    stmt = (
+        select(ModelVersion.artifact_path)
+        .join(RegisteredModel, RegisteredModel.id == ModelVersion.model_id)
+        .where(RegisteredModel.team == team)
+    )
+    return list(session.execute(stmt).scalars())

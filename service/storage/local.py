@@ -17,6 +17,7 @@ missing here is read through the cache (abs() returns the cached copy), so hosts
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
 import shutil
@@ -27,6 +28,16 @@ from pathlib import Path
 from typing import Any
 
 TMP_MAX_AGE_SECONDS = 24 * 3600  # tmp/ entries older than this are leftovers of a crash
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """True for an OSError saying the disk (or the filesystem quota) is full; also when one is its cause."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS:
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 class Storage:
@@ -174,6 +185,17 @@ class Storage:
             except OSError:  # removed concurrently
                 continue
         return removed
+
+    def tree_bytes(self, rel: str) -> int:
+        """Bytes of the regular files under DATA_DIR/rel (0 when it is gone)."""
+        total = 0
+        for dirpath, _dirs, files in os.walk(self.abs(rel)):
+            for name in files:
+                try:
+                    total += os.lstat(os.path.join(dirpath, name)).st_size
+                except OSError:  # removed concurrently
+                    continue
+        return total
 
     def remove_dataset(self, dataset_id: str) -> None:
         self.remove(self.dataset_dir(dataset_id))

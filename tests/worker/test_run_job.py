@@ -187,13 +187,13 @@ def test_corrupt_archive_fails_readably(env, tmp_path):
 
 def test_unexpected_exception_is_type_and_message(env, dataset_id, monkeypatch):
     def boom(*_args, **_kwargs):
-        raise RuntimeError("CUDA out of memory (simulated)")
+        raise RuntimeError("engine bug (simulated)")
 
     monkeypatch.setattr("service.ml.train.train", boom)
     job_id = add_job(dataset_id, tiny_spec())
     assert run_job(job_id) == "failed"
     job = row(job_id)
-    assert job.error == "RuntimeError: CUDA out of memory (simulated)"
+    assert job.error == "RuntimeError: engine bug (simulated)"
     assert not Storage(env.data_dir).job_dir(job_id).exists()
 
 

@@ -378,3 +378,23 @@ class ImportRead(_Read):
     dataset_id: str | None
     created_at: Timestamp
     finished_at: Timestamp | None
+
+
+# ---- usage (README "Limits and quotas") -------------------------------------------------------------------
+class QuotaUse(BaseModel):
+    used: int | None = Field(default=None, description="current use (absent for per-job limits)")
+    limit: int | None = Field(description="null: no limit")
+    setting: str = Field(description="the HEADWISE_* setting holding the limit")
+
+
+class StorageUse(QuotaUse):
+    datasets: int = Field(description="bytes of uploaded dataset archives")
+    artifacts: int = Field(description="bytes of model version files")
+
+
+class UsageRead(BaseModel):
+    team: str
+    active_jobs: QuotaUse
+    storage_bytes: StorageUse
+    job_sample_epochs: QuotaUse
+    worker_memory_bytes: QuotaUse

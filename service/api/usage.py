@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends
 
 from service.api import quotas
 from service.api.deps import SessionDep, SettingsDep, StorageDep, get_principal
-from service.api.schemas import ErrorRead
+from service.api.schemas import ErrorRead, UsageRead
 from service.auth import Principal
 
 router = APIRouter(prefix="/v1/usage", tags=["usage"])
 
 
-@router.get("", responses={401: {"model": ErrorRead}},
+@router.get("", response_model=UsageRead, responses={401: {"model": ErrorRead}},
             summary="The team's use and limits: active jobs, stored bytes (datasets + artifacts), per-job limits")
 def get_usage(principal: Annotated[Principal, Depends(get_principal)], session: SessionDep,
-              storage: StorageDep, settings: SettingsDep) -> dict[str, Any]:
-    return quotas.usage(session, storage, settings, principal.team)
+              storage: StorageDep, settings: SettingsDep) -> UsageRead:
+    return UsageRead.model_validate(quotas.usage(session, storage, settings, principal.team))

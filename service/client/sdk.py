@@ -47,6 +47,7 @@ from service.api.schemas import (
     ModelSummary,
     PredictRead,
     ReadyRead,
+    UsageRead,
     VersionRead,
     WorkerList,
 )
@@ -301,6 +302,10 @@ class Client:
         return self._model(KeyRead, "DELETE", f"/v1/keys/{key_id}")
 
     # ---- workers -----------------------------------------------------------------------------------
+    def usage(self) -> UsageRead:
+        """The team's use of its quotas and the limits (README "Limits and quotas")."""
+        return self._model(UsageRead, "GET", "/v1/usage")
+
     def list_workers(self) -> WorkerList:
         """Training workers registered in the database, alive or recently dead (scope admin)."""
         return self._model(WorkerList, "GET", "/v1/workers")

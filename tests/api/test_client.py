@@ -130,6 +130,8 @@ def test_every_route_has_a_typed_method(app, server, make_key, register_model, e
     assert admin.revoke_key(created.id).revoked_at is not None
     workers = admin.list_workers()
     assert isinstance(workers, s.WorkerList) and workers.items == [] and workers.alive == 0
+    usage = user.usage()
+    assert isinstance(usage, s.UsageRead) and usage.storage_bytes.datasets > 0 and usage.active_jobs.limit
     user.delete_dataset(ds.id)
     with pytest.raises(hc.NotFound):
         user.get_dataset(ds.id)

@@ -79,7 +79,7 @@ def _run_claimed(job: Job, dataset: Dataset | None, settings: Settings, storage:
                          batch_size=_training_hint(job.spec, "batch_size")).start()
     try:
         with limits.host_memory_limit(settings):
-            outcome = _train_and_register(job, dataset, settings, storage, monitor)
+            outcome = _run_kind(job, dataset, settings, storage, monitor)
     except Exception as exc:
         monitor.close(flush=True)
         outcome = _fail(job, exc)
@@ -112,6 +112,18 @@ def _training_hint(spec: Any, field: str) -> int:
         return int(spec["training"][field])
     except (KeyError, TypeError, ValueError):
         return 0
+
+
+def _run_kind(job: Job, dataset: Dataset | None, settings: Settings, storage: Storage, monitor: JobMonitor) -> str:
+    if job.kind == "batch_predict":
+        from worker.batch_predict import run_batch_predict
+
+        return run_batch_predict(job, dataset, settings, storage, monitor)
+    if job.kind == "evaluate":
+        from worker.evaluate import run_evaluate
+
+        return run_evaluate(job, dataset, settings, storage, monitor)
+    return _train_and_register(job, dataset, settings, storage, monitor)
 
 
 def _train_and_register(job: Job, dataset: Dataset | None, settings: Settings, storage: Storage,

@@ -14,9 +14,11 @@ from fastapi import APIRouter, FastAPI
 from sqlalchemy.orm import sessionmaker
 
 from service.api import (
+    batch_predictions,
     capabilities,
     datasets,
     docs,
+    evaluations,
     events,
     health,
     imports,
@@ -50,7 +52,8 @@ log = logging.getLogger("headwise.api")
 
 def api_router() -> APIRouter:
     router = APIRouter()
-    for module in (predict, v2, health, imports, datasets, jobs, models, registry, spec, capabilities, keys, workers, usage):  # predict first: the hot path matches at once
+    for module in (predict, v2, health, imports, datasets, jobs, models, registry, spec, capabilities,
+                   batch_predictions, evaluations, keys, workers, usage):  # predict first: the hot path matches at once
         router.include_router(module.router)
     return router
 

@@ -398,3 +398,55 @@ class UsageRead(BaseModel):
     storage_bytes: StorageUse
     job_sample_epochs: QuotaUse
     worker_memory_bytes: QuotaUse
+
+
+# ---- jobs that run a model version: batch predictions and evaluations (service/api/batch_predictions.py,
+# service/api/evaluations.py)
+class BatchPredictionCreate(BaseModel):
+    dataset_id: str = Field(min_length=1, max_length=64)
+    version: int | None = Field(default=None, ge=1, le=2**31 - 1, description="default: the latest version")
+    alias: str | None = Field(default=None, pattern=ALIAS_PATTERN, description="the version an alias points at "
+                              "(exclusive with version)")
+
+
+class BatchPredictionRead(BaseModel):
+    id: str
+    model: ModelRef
+    dataset_id: str | None
+    status: JobStatus
+    fraction: float = Field(description="share of the images done")
+    images: int | None = Field(description="images predicted (once succeeded)")
+    error: str | None
+    cancel_requested: bool
+    results: dict[str, str] | None = Field(description="result file URLs, once succeeded")
+    created_at: Timestamp
+    started_at: Timestamp | None
+    finished_at: Timestamp | None
+
+
+class BatchPredictionList(BaseModel):
+    items: list[BatchPredictionRead]
+
+
+class EvaluationCreate(BaseModel):
+    dataset_id: str = Field(min_length=1, max_length=64)
+
+
+class EvaluationRead(BaseModel):
+    id: str
+    model: ModelRef
+    dataset_id: str | None
+    status: JobStatus
+    fraction: float
+    images: int | None = Field(description="images evaluated (once succeeded)")
+    heads: dict[str, dict[str, Any]] | None = Field(
+        description="per head: labelled, the metrics of its type; gated heads: plain metrics given the true gate, "
+                    "e2e_* end to end (the predicted gate must also let the sample through), gate rates")
+    plots: dict[str, str] | None = Field(description="per head: confusion matrix / predicted-vs-true PNG URL")
+    error: str | None
+    created_at: Timestamp
+    finished_at: Timestamp | None
+
+
+class EvaluationList(BaseModel):
+    items: list[EvaluationRead]

@@ -50,10 +50,11 @@ def request_job_cancel(*, session: Session, job_id: str) -> bool:
 
 
 def create_job(
-    *, session: Session, team: str, dataset_id: str | None, model_name: str, spec: dict[str, Any]
+    *, session: Session, team: str, dataset_id: str | None, model_name: str, spec: dict[str, Any],
+    kind: str = "train", params: dict[str, Any] | None = None,
 ) -> Job:
     job = Job(team=team, dataset_id=dataset_id, model_name=model_name, spec=spec, status=JobStatus.QUEUED,
-              progress={}, history=[], metrics={}, cancel_requested=False, attempts=0)
+              progress={}, history=[], metrics={}, cancel_requested=False, attempts=0, kind=kind, params=params)
     session.add(job)
     session.flush()
     return job
@@ -167,6 +168,16 @@ def finish_failed(
     """running (or queued) -> failed. With attempt: only if that attempt still owns the job. With
     stale_before: only if the job's heartbeat is older (the reaper's condition)."""
     return _finish(session, job_id, JobStatus.FAILED, error, attempt, stale_before)
+
+
+def finish_done(
+    *, session: Session, job_id: str, attempt: int, metrics: dict[str, Any], progress: dict[str, Any]
+) -> bool:
+    """running -> succeeded for a job that registers no model version (batch prediction), if `attempt` still owns
+    it. (Training jobs finish through registry.finish_succeeded, which also creates the version.)"""
+    result = session.execute(update(Job).where(*owned(job_id, attempt)).values(
+        status=JobStatus.SUCCEEDED, metrics=metrics, progress=progress, error=None, finished_at=db_clock(session)))
+    return result.rowcount == 1
 
 
 def finish_cancelled(*, session: Session, job_id: str, attempt: int | None = None) -> bool:

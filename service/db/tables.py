@@ -63,6 +63,9 @@ class Job(Base):
     )
     model_name: Mapped[str] = mapped_column(String(200))
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # "train" (spec -> a new model version) | "batch_predict" (params: model_version_id, version -> result files)
+    kind: Mapped[str] = mapped_column(String(32), default="train", server_default="train", index=True)
+    params: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     status: Mapped[str] = mapped_column(String(16), default=JobStatus.QUEUED.value, index=True)
     progress: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # {"epoch", "epochs", "fraction"}
     history: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)

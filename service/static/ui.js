@@ -411,9 +411,29 @@ async function showVersion(name, v) {
     return { t, img, fig: el("figure", {}, img, el("figcaption", {}, t)) };
   });
   plots.replaceChildren(...figures.map((f) => f.fig));
+  showEvaluations(name, v).catch((e) => $("#evaluation-plots").replaceChildren(el("p", { class: "error" }, e.message)));
   for (const f of figures) {
     await imageInto(f.img, `/v1/models/${encodeURIComponent(name)}/versions/${v.version}/plots/${encodeURIComponent(f.t)}.png`)
       .catch((e) => f.fig.append(el("p", { class: "error" }, e.message)));
+  }
+}
+
+// Evaluations of this version (POST .../evaluations, `headwise evaluate`): one row per head; the newest succeeded
+// one's plots below. Gated heads: plain metrics given the true gate, e2e_* end to end.
+async function showEvaluations(name, v) {
+  const base = `/v1/models/${encodeURIComponent(name)}/versions/${v.version}/evaluations`;
+  const items = ((await api(base)) || {}).items || [];
+  fill($("#version-evaluations tbody"), items.flatMap((e) => Object.entries(e.heads || { "-": {} }).map(([t, m]) =>
+    el("tr", { dataset: { evaluation: e.id } }, el("td", {}, when(e.created_at)), el("td", {}, e.dataset_id || "upload"),
+      el("td", {}, e.status), el("td", {}, t), el("td", {}, m.labelled ?? "-"),
+      el("td", {}, Object.entries(m).filter(([k]) => k !== "labelled").map(([k, x]) => `${k} ${fmt(x)}`).join(", "))))));
+  const done = items.find((e) => e.status === "succeeded");
+  const plots = $("#evaluation-plots");
+  plots.replaceChildren();
+  for (const [t, path] of Object.entries((done && done.plots) || {})) {
+    const img = el("img", { class: "plot", alt: `${t} evaluation plot`, hidden: true, dataset: { task: t } });
+    plots.append(el("figure", {}, img, el("figcaption", {}, `${t} (evaluation)`)));
+    await imageInto(img, path).catch((e) => plots.append(el("p", { class: "error" }, e.message)));
   }
 }
 

@@ -72,6 +72,10 @@ class Storage:
     def checkpoint_dir(self, job_id: str) -> Path:
         return self.job_dir(job_id) / "checkpoints"
 
+    def results_dir(self, job_id: str) -> Path:
+        """Result files of a finished non-training job (batch prediction: results.jsonl, results.csv)."""
+        return self.root / "results" / _safe(job_id)
+
     def ensure(self) -> None:
         for sub in ("datasets", "artifacts", "jobs", "tmp"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)

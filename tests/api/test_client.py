@@ -124,6 +124,25 @@ def test_every_route_has_a_typed_method(app, server, make_key, register_model, e
     user.delete_version("shapes", 2)
     assert [v.version for v in user.get_model("shapes").versions] == [1]
 
+    # batch predictions and evaluations (queued here: no worker in this test)
+    batch = user.create_batch_prediction("shapes", ds.id, alias=None, version=1)
+    assert isinstance(batch, s.BatchPredictionRead) and batch.status is JobStatus.QUEUED
+    assert [b.id for b in user.list_batch_predictions("shapes")] == [batch.id]
+    assert user.get_batch_prediction("shapes", batch.id).model.version == 1
+    with pytest.raises(hc.Conflict):
+        user.download_batch_results("shapes", batch.id, tmp_path / "r.jsonl")
+    assert user.cancel_batch_prediction("shapes", batch.id).status is JobStatus.CANCELLED
+    user.set_alias("shapes", "staging", 1)
+    ev = user.create_evaluation("shapes", None, ds.id, alias="staging")
+    assert isinstance(ev, s.EvaluationRead) and ev.model.version == 1 and ev.heads is None
+    assert [e.id for e in user.list_evaluations("shapes", 1)] == [ev.id]
+    assert user.get_evaluation("shapes", 1, ev.id).status is JobStatus.QUEUED
+    with pytest.raises(hc.NotFound):
+        user.evaluation_plot_png("shapes", 1, ev.id, "category")
+    assert user.cancel_evaluation("shapes", 1, ev.id).status is JobStatus.CANCELLED
+    by_number = user.create_evaluation("shapes", 1, ds.id)
+    assert by_number.model.version == 1 and user.cancel_evaluation("shapes", 1, by_number.id).status == "cancelled"
+
     created = admin.create_key("ci", ["predict"])
     assert isinstance(created, s.KeyCreated) and created.key.startswith("hw_") and created.scopes == ["predict"]
     assert created.id in [k.id for k in admin.list_keys()]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, JSONResponse
@@ -207,11 +207,7 @@ def get_batch_prediction(name: str, job_id: str, principal: Reader, session: Ses
     return _read(_get(session, principal, name, job_id))
 
 
-@router.get("/{name}/batch-predictions/{job_id}/{filename}", response_class=FileResponse,
-            responses={**ERRORS, 200: {"content": {"application/x-ndjson": {}, "text/csv": {}}}},
-            summary="results.jsonl (one line per image) or results.csv (one row per image), streamed from disk")
-def get_results(name: str, job_id: str, filename: Literal["results.jsonl", "results.csv"], principal: Reader,
-                session: SessionDep, storage: StorageDep) -> FileResponse:
+def _results(name: str, job_id: str, filename: str, principal: Principal, session: Session, storage) -> FileResponse:
     job = _get(session, principal, name, job_id)
     if job.status != JobStatus.SUCCEEDED:
         raise ConflictError(f"batch prediction '{job_id}' is {job.status}; results exist once it succeeded")
@@ -219,6 +215,22 @@ def get_results(name: str, job_id: str, filename: Literal["results.jsonl", "resu
     if not path.is_file():
         raise NotFoundError(f"{filename} of batch prediction '{job_id}' is missing on disk")
     return FileResponse(path, media_type=MEDIA[filename], filename=f"{name}-{job_id}-{filename}")
+
+
+@router.get("/{name}/batch-predictions/{job_id}/results.jsonl", response_class=FileResponse,
+            responses={**ERRORS, 200: {"content": {"application/x-ndjson": {}}}},
+            summary="results.jsonl: one line per image (path + every head), streamed from disk; 409 until succeeded")
+def get_results_jsonl(name: str, job_id: str, principal: Reader, session: SessionDep,
+                      storage: StorageDep) -> FileResponse:
+    return _results(name, job_id, "results.jsonl", principal, session, storage)
+
+
+@router.get("/{name}/batch-predictions/{job_id}/results.csv", response_class=FileResponse,
+            responses={**ERRORS, 200: {"content": {"text/csv": {}}}},
+            summary="results.csv: one row per image, one column per head field; 409 until succeeded")
+def get_results_csv(name: str, job_id: str, principal: Reader, session: SessionDep,
+                    storage: StorageDep) -> FileResponse:
+    return _results(name, job_id, "results.csv", principal, session, storage)
 
 
 @router.post("/{name}/batch-predictions/{job_id}/cancel", response_model=BatchPredictionRead,

@@ -129,8 +129,9 @@ def test_every_route_has_a_typed_method(app, server, make_key, register_model, e
     assert isinstance(batch, s.BatchPredictionRead) and batch.status is JobStatus.QUEUED
     assert [b.id for b in user.list_batch_predictions("shapes")] == [batch.id]
     assert user.get_batch_prediction("shapes", batch.id).model.version == 1
-    with pytest.raises(hc.Conflict):
-        user.download_batch_results("shapes", batch.id, tmp_path / "r.jsonl")
+    for filename in ("results.jsonl", "results.csv"):
+        with pytest.raises(hc.Conflict):
+            user.download_batch_results("shapes", batch.id, tmp_path / filename, filename)
     assert user.cancel_batch_prediction("shapes", batch.id).status is JobStatus.CANCELLED
     user.set_alias("shapes", "staging", 1)
     ev = user.create_evaluation("shapes", None, ds.id, alias="staging")

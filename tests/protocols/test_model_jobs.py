@@ -13,7 +13,7 @@ import zipfile
 
 import pytest
 
-from tests.chaos.conftest import started_stack
+from tests.chaos.conftest import Stack
 from tests.conftest import (
     REDIS_URL,
     claim_redis_db,
@@ -28,6 +28,10 @@ from tests.e2e.harness import expect, run_cli
 
 pytestmark = pytest.mark.slow
 N = 160
+# These tests reap nothing: the worker's own database threads (presence heartbeat, reaper) run at their usual
+# pace rather than the chaos tests' sub-second one. (A fork of a worker child while one of those threads holds a
+# connection can break the parent's and the child's PostgreSQL sessions: reported in the notes, house's area.)
+CALM = {"HEADWISE_HEARTBEAT_SECONDS": "5", "HEADWISE_REAPER_SECONDS": "10", "HEADWISE_JOB_LEASE_SECONDS": "60"}
 
 
 def close(a, b) -> bool:
@@ -60,13 +64,19 @@ def stack(tmp_path_factory):
     token = secrets.token_hex(8)
     number = claim_redis_db(token)
     try:
-        with started_stack(tmp_path_factory.mktemp("stack"), db_url, f"{REDIS_URL.rstrip('/')}/{number}") as s:
+        s = Stack(tmp_path_factory.mktemp("stack"), db_url, f"{REDIS_URL.rstrip('/')}/{number}")
+        s.env.update(CALM)
+        try:
+            s.migrate()
+            s.start_api()
             s.start_worker()
             s.dataset = s.upload_example(n=N)
             job = s.create_job(s.dataset, epochs=1, model="shapes")
             wait_status(s.client, f"/v1/jobs/{job}", ("succeeded", "failed", "cancelled"))
             assert s.job(job)["status"] == "succeeded", s.job(job)
             yield s
+        finally:
+            s.close()
     finally:
         release_redis_db(number, token)
         drop_database(db_name)

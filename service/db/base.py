@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -9,7 +10,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import MetaData, create_engine, event, func, select, text
+from sqlalchemy import MetaData, create_engine, event, exc, func, select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
@@ -42,13 +43,44 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur.close()
 
 
+def _owner_connect(_dbapi_conn, record) -> None:
+    record.info["pid"] = os.getpid()
+
+
+def _owner_reset(dbapi_conn, record, _reset_state) -> None:
+    """The pool's reset-on-return, done only by the process that opened the connection. Celery's prefork pool
+    forks while a thread of the parent (presence, reaper) may hold a checked-out connection; CPython drops that
+    thread's frames in the child, the connection is finalised there and returned to the pool, and a plain
+    reset would send ROLLBACK over the PARENT's socket in the middle of its transaction ("server closed the
+    connection", "INTRANS", a lost lease). Errors here are handled by the pool (it invalidates the connection)."""
+    if record.info.get("pid") == os.getpid():
+        dbapi_conn.rollback()
+
+
+def _owner_checkout(_dbapi_conn, record, proxy) -> None:
+    """A connection opened by another process (inherited through fork) is never used: the pool opens a new one."""
+    if record.info.get("pid") != os.getpid():
+        record.dbapi_connection = proxy.dbapi_connection = None
+        raise exc.DisconnectionError(f"connection opened by pid {record.info.get('pid')}, not {os.getpid()}")
+
+
+def _fork_safe(engine: Engine) -> Engine:
+    event.listen(engine, "connect", _owner_connect)
+    event.listen(engine, "reset", _owner_reset)
+    event.listen(engine, "checkout", _owner_checkout)
+    return engine
+
+
 def make_engine(url: str) -> Engine:
+    """Engines are fork-safe: the reset-on-return is the `_owner_reset` hook (pool_reset_on_return=None)."""
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30},
+                               pool_reset_on_return=None)
         event.listen(engine, "connect", _sqlite_pragmas)
-        return engine
+        return _fork_safe(engine)
     # connect_timeout: an unreachable server (dropped packets, not refused) fails in seconds -> 503, not a hang
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, connect_args={"connect_timeout": 5})
+    return _fork_safe(create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20,
+                                    pool_reset_on_return=None, connect_args={"connect_timeout": 5}))
 
 
 @lru_cache

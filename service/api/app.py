@@ -41,6 +41,7 @@ from service.api.schemas import ErrorRead
 from service.auth import KeyAuthenticator
 from service.config import Settings, get_settings
 from service.db.base import make_engine
+from service.ml.losses import load_plugins
 from service.observability import batch_observer
 from service.serving.batcher import BatcherConfig
 from service.serving.predictor_cache import PredictorCache
@@ -144,6 +145,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="Headwise", version=_app_version(), description=DESCRIPTION, lifespan=lifespan,
                   docs_url=None, redoc_url=None, openapi_url="/openapi.json")  # docs: served offline below
     settings = settings or get_settings()
+    load_plugins()  # operators' `headwise.losses` entry points, before any spec is parsed or schema rendered
     init_state(app, settings)
     install_error_handlers(app)
     app.include_router(api_router())

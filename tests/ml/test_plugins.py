@@ -40,3 +40,16 @@ def test_unknown_loss_message_lists_plugins_too():
         assert "demo_cubic" in str(exc) and "quantile" in str(exc)
     else:
         raise AssertionError("accepted an unknown loss")
+
+
+def test_the_api_loads_plugins_at_start(tmp_path):
+    """In a fresh interpreter, creating the app (nothing parsed yet) already registers the plugin's loss."""
+    import subprocess
+    import sys
+
+    code = ("from service.config import Settings; from service.api.app import create_app; "
+            "from service.ml import losses as L; assert 'demo_cubic' not in L.LOSSES; "
+            f"create_app(Settings(DATA_DIR={str(tmp_path)!r}, DATABASE_URL='sqlite:///{tmp_path}/db.sqlite')); "
+            "assert 'demo_cubic' in L.LOSSES, sorted(L.LOSSES)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]

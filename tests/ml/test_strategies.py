@@ -109,11 +109,12 @@ def test_all_missing_batch_leaves_head_and_strategy_state_bit_identical(strategy
 
 
 @pytest.mark.slow
-def test_all_missing_batch_bit_identical_with_compile():
-    """training.compile on CPU; one strategy only (gradnorm: autograd.grad through the compiled graph), because
-    compiling costs ~1-2 min per strategy on the shared 2-core machine."""
+@pytest.mark.parametrize("strategy", ALL)
+def test_all_missing_batch_bit_identical_with_compile(strategy):
+    """training.compile on CPU, every strategy (gradnorm: autograd.grad through the compiled graph; pcgrad: one
+    backward per task). Compiling costs tens of seconds per strategy on 2 cores, hence slow."""
     raw = tiny_spec(weight_decay=0.1, compile=True)
-    raw["weighting"] = {"strategy": "gradnorm"}
+    raw["weighting"] = {"strategy": strategy}
     _all_missing_check(parse_spec(raw))
 
 

@@ -62,10 +62,12 @@ def _structured_logs(logger=None, **_kwargs) -> None:
 
 @signals.worker_process_init.connect
 def _fresh_connections_in_child(**_kwargs) -> None:
-    """A forked child must not reuse the parent's pooled database connections (the reaper thread's)."""
-    from service.db.base import get_engine
+    """A forked child must not reuse the parent's pooled database connections (the presence and reaper
+    threads'). os.fork already did this (service/db/base.py registers it at fork); again here, harmlessly,
+    for a pool that forks some other way."""
+    from service.db.base import dispose_inherited_engines
 
-    get_engine().dispose(close=False)
+    dispose_inherited_engines()
     _preload_engine()
 
 

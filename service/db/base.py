@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -71,28 +72,69 @@ def _fork_safe(engine: Engine) -> Engine:
     return engine
 
 
+_engines: weakref.WeakSet[Engine] = weakref.WeakSet()  # every engine this process made (make_engine)
+
+
+def dispose_inherited_engines() -> None:
+    """In a forked child: every engine forgets the pool it inherited, without closing anything (those sockets
+    are the parent's). Needed although `_owner_checkout` refuses inherited connections: the pool's pre-ping
+    runs BEFORE the checkout event, so a child would still send its ping over the parent's socket while a
+    parent thread (presence, reaper) is in a transaction on it -- "EMPTY_QUERY from command 'BEGIN'",
+    "INTRANS", and, when the failed ping invalidates the connection, a Terminate message that closes the
+    parent's connection ("server closed the connection unexpectedly"). Runs at every os.fork (register_at_fork
+    below), so no engine can be missed."""
+    for engine in list(_engines):
+        engine.dispose(close=False)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=dispose_inherited_engines)
+
+
 def make_engine(url: str) -> Engine:
-    """Engines are fork-safe: the reset-on-return is the `_owner_reset` hook (pool_reset_on_return=None)."""
+    """Engines are fork-safe: the reset-on-return is the `_owner_reset` hook (pool_reset_on_return=None), and a
+    forked child starts with an empty pool (dispose_inherited_engines)."""
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30},
                                pool_reset_on_return=None)
         event.listen(engine, "connect", _sqlite_pragmas)
-        return _fork_safe(engine)
-    # connect_timeout: an unreachable server (dropped packets, not refused) fails in seconds -> 503, not a hang
-    return _fork_safe(create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20,
-                                    pool_reset_on_return=None, connect_args={"connect_timeout": 5}))
+    else:
+        # connect_timeout: an unreachable server (dropped packets, not refused) fails in seconds -> 503, not a hang
+        engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20,
+                               pool_reset_on_return=None, connect_args={"connect_timeout": 5})
+    _engines.add(engine)
+    return _fork_safe(engine)
 
 
-@lru_cache
-def get_engine(url: str | None = None) -> Engine:
+def _database_url(url: str | None) -> str:
     from service.config import get_settings
 
-    return make_engine(url or get_settings().DATABASE_URL)
+    return url or get_settings().DATABASE_URL
 
 
 @lru_cache
+def _engine_for(url: str) -> Engine:
+    return make_engine(url)
+
+
+@lru_cache
+def _sessionmaker_for(url: str) -> sessionmaker[Session]:
+    return sessionmaker(bind=_engine_for(url), expire_on_commit=False)
+
+
+def get_engine(url: str | None = None) -> Engine:
+    """The process's engine for url (default: the settings' DATABASE_URL). Cached by the RESOLVED url:
+    get_engine(), get_engine(None) and get_engine(settings.DATABASE_URL) are one engine (an lru_cache on the
+    argument made them three, and the worker's child disposed one that session_scope never used)."""
+    return _engine_for(_database_url(url))
+
+
 def get_sessionmaker(url: str | None = None) -> sessionmaker[Session]:
-    return sessionmaker(bind=get_engine(url), expire_on_commit=False)
+    return _sessionmaker_for(_database_url(url))
+
+
+get_engine.cache_clear = _engine_for.cache_clear  # type: ignore[attr-defined]
+get_sessionmaker.cache_clear = _sessionmaker_for.cache_clear  # type: ignore[attr-defined]
 
 
 @contextmanager

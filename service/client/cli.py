@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from service.client.render import format_output, metrics_table, progress_line, table
 from service.client.watch import watch_job
-from service.domain import JobStatus
+from service.domain import ACTIVE_STATUSES, JobStatus
 
 if TYPE_CHECKING:
     from service.api.schemas import JobRead
@@ -187,7 +187,7 @@ def _batch_predict(args: argparse.Namespace) -> int:
         bp = c.create_batch_prediction(args.model, args.dataset, version=args.version, alias=args.alias)
         print(f"batch prediction {bp.id} of model {args.model} version {bp.model.version}", file=sys.stderr)
         try:
-            while bp.status in ("queued", "running"):
+            while bp.status in ACTIVE_STATUSES:
                 print(f"\r{bp.status}: {100 * bp.fraction:.0f}% ", end="", file=sys.stderr, flush=True)
                 time.sleep(1.0)
                 bp = c.get_batch_prediction(args.model, bp.id)
@@ -211,7 +211,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         ev = c.create_evaluation(args.model, args.version, args.dataset)
         print(f"evaluation {ev.id} of model {args.model} version {args.version}", file=sys.stderr)
         try:
-            while ev.status in ("queued", "running"):
+            while ev.status in ACTIVE_STATUSES:
                 print(f"\r{ev.status}: {100 * ev.fraction:.0f}% ", end="", file=sys.stderr, flush=True)
                 time.sleep(1.0)
                 ev = c.get_evaluation(args.model, args.version, ev.id)

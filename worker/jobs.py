@@ -133,7 +133,7 @@ def _train_and_register(job: Job, dataset: Dataset | None, settings: Settings, s
     from service.ml.artifact import save_artifact
     from service.ml.data import load_training_data
     from service.ml.spec import parse_spec
-    from service.ml.train import TrainingCancelled, train
+    from service.ml.train import TrainingCancelled, checkpoint_history, train
 
     started = time.monotonic()
     spec = parse_spec(job.spec)
@@ -147,6 +147,8 @@ def _train_and_register(job: Job, dataset: Dataset | None, settings: Settings, s
             raise TrainingCancelled("stopped before training started")
         sync = CheckpointSync(storage, job.id)  # object storage: resume on another host (no-op without it)
         sync.restore()
+        for item in checkpoint_history(storage.checkpoint_dir(job.id)):  # the row's history may lag it
+            monitor.on_epoch(item)
 
         def on_epoch(item: dict[str, Any]) -> None:
             monitor.on_epoch(item)

@@ -14,10 +14,16 @@ strategy parameters) get `.grad = None`, which makes AdamW/SGD skip them entirel
 from service.ml.train.batches import augment
 from service.ml.train.loop import Run
 from service.ml.train.split import epoch_seed, stratified_split
-from service.ml.train.state import CHECKPOINT, CHECKPOINT_VERSION, TrainingCancelled, TrainResult
+from service.ml.train.state import (
+    CHECKPOINT,
+    CHECKPOINT_VERSION,
+    TrainingCancelled,
+    TrainResult,
+    checkpoint_history,
+)
 from service.ml.train.trainer import resolve_device, train
 
 _Run = Run  # v1 name
 
-__all__ = ["CHECKPOINT", "CHECKPOINT_VERSION", "Run", "TrainResult", "TrainingCancelled", "augment", "epoch_seed",
-           "resolve_device", "stratified_split", "train"]
+__all__ = ["CHECKPOINT", "CHECKPOINT_VERSION", "Run", "TrainResult", "TrainingCancelled", "augment",
+           "checkpoint_history", "epoch_seed", "resolve_device", "stratified_split", "train"]

@@ -63,6 +63,18 @@ def save_checkpoint(path: Path, run, epoch: int, history: list, best: dict, done
     }, path)
 
 
+def checkpoint_history(checkpoint_dir: Path | str) -> list[dict]:
+    """The epochs the checkpoint in checkpoint_dir already holds ([] without a readable one): a resumed job
+    reports them before training on (the job row's history may lag it: progress writes are rate-limited)."""
+    path = Path(checkpoint_dir) / CHECKPOINT
+    if not path.exists():
+        return []
+    try:
+        return list(torch.load(path, map_location="cpu", weights_only=True).get("history") or [])
+    except Exception:  # noqa: BLE001 - unreadable: the trainer itself reports it when it loads the file
+        return []
+
+
 def load_checkpoint(path: Path, run) -> tuple[list, dict, bool, int]:
     """Restore `run` from the checkpoint at path -> (history, best, done, epoch). ValueError when it belongs to
     another spec, format or data."""

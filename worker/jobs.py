@@ -31,6 +31,7 @@ from service.storage import Storage, storage_for
 from service.storage.local import is_disk_full
 from worker import limits
 from worker.checkpoints import CheckpointSync, forget
+from worker.extras import export_onnx, write_reports
 from worker.monitor import CANCELLED, LEASE_LOST, TIMEOUT, JobMonitor, jsonable
 
 log = logging.getLogger("headwise.worker")
@@ -179,10 +180,10 @@ def _train_and_register(job: Job, dataset: Dataset | None, settings: Settings, s
 
     tmp = storage.new_tmp_path(f"-artifact-{job.id}")
     try:
-        extra_files, extra_meta = _export_onnx(result, data, settings)
+        extra_files, extra_meta = export_onnx(result, data, settings)
         try:
             checksums = save_artifact(result, tmp, extra_files=extra_files, extra_meta=extra_meta)
-            _write_reports(job, result, data, tmp)
+            write_reports(job, result, data, tmp)
         except OSError as exc:
             if not is_disk_full(exc):
                 raise
@@ -203,34 +204,6 @@ def _train_and_register(job: Job, dataset: Dataset | None, settings: Settings, s
         return LEASE_LOST
     log.info("job %s succeeded: model %s version %d", job.id, job.model_name, registered)
     return "succeeded"
-
-
-def _write_reports(job: Job, result: Any, data: Any, artifact_dir: Path) -> None:
-    """Validation predictions (with their indices) and every plot, stored with the version's files: the API only
-    serves them (service/reports/version.py). Costs one pass over the validation split plus the rendering."""
-    from service.reports.version import REPORTS_DIR, write_version_reports
-
-    started = time.monotonic()
-    weighting = (job.spec or {}).get("weighting") if isinstance(job.spec, dict) else None
-    written = write_version_reports(result, data, artifact_dir / REPORTS_DIR, f"{job.model_name} · job {job.id[:8]}",
-                                    weighting if isinstance(weighting, dict) else None)
-    log.info("job %s: %d report files in %.1f s", job.id, len(written), time.monotonic() - started)
-
-
-def _export_onnx(result: Any, data: Any, settings: Settings) -> tuple[dict[str, bytes], dict[str, Any]]:
-    """model.onnx for the artifact, checked against torch on the validation images (service/ml/export.py); a
-    mismatch raises ExportError, which fails the job with its message. HEADWISE_EXPORT_ONNX=false skips it."""
-    if not settings.EXPORT_ONNX:
-        return {}, {}
-    from service.ml.export import ONNX_FILE, check_images, export_checked
-    from service.ml.inference import Predictor
-
-    started = time.monotonic()
-    onnx, report = export_checked(Predictor.from_result(result), check_images(result.spec, data))
-    report["seconds"] = round(time.monotonic() - started, 3)
-    log.info("exported model.onnx (max abs diff vs torch %.2g on %d images)",
-             max(report["max_abs_diff"].values(), default=0.0), report["images"])
-    return {ONNX_FILE: onnx}, {"onnx": report}
 
 
 def _register(job: Job, result: Any, checksums: dict[str, str], tmp: Path, storage: Storage,

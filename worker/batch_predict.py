@@ -90,7 +90,7 @@ def _inputs(job: Job, dataset: Dataset | None, storage: Storage) -> tuple[str, P
 def run_batch_predict(job: Job, dataset: Dataset | None, settings: Settings, storage: Storage,
                       monitor: JobMonitor) -> str:
     """-> "succeeded", "cancelled", "failed" (timeout) or LEASE_LOST; raises on errors (the caller fails the job)."""
-    from service.ml.images import iter_images
+    from service.ml.data.images import iter_images
     from service.ml.inference import Predictor
 
     artifact, archive, table = _inputs(job, dataset, storage)

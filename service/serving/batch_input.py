@@ -10,8 +10,8 @@ from typing import Any
 def unlabelled_table(path: Path, label: str = "file") -> Any:
     """-> Table(format "zip", keys = every PNG/JPEG member, sorted). DataError (-> 422) naming the archive or the
     entry: not a zip, zip-bomb limits, a non-image entry (a labels file is not expected here), no image."""
-    from service.ml.archive import IMAGE_EXTENSIONS, DataError, SafeZip
-    from service.ml.table import Table
+    from service.ml.data.archive import IMAGE_EXTENSIONS, DataError, SafeZip
+    from service.ml.data.table import Table
 
     with SafeZip(Path(path), label=label) as archive:
         names = sorted(archive.members)

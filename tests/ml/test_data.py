@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service.ml import images as images_module
 from service.ml.data import (
     DataError,
     Limits,
@@ -26,6 +25,7 @@ from service.ml.data import (
     to_pixels,
     verify_images,
 )
+from service.ml.data import images as images_module
 from service.ml.spec import SpecError, parse_spec
 
 from .conftest import labels_text, png_bytes

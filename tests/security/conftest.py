@@ -248,7 +248,7 @@ def world(tmp_path: Path, template_db: Path, base_app, example_zip: Path, traine
 @pytest.fixture
 def limits(monkeypatch) -> Callable[..., None]:
     """Shrink the engine's dataset limits for one test (what a deployment can configure in code)."""
-    from service.ml import archive, images, table
+    from service.ml.data import archive, images, table
 
     def set_limits(**kw: Any) -> None:
         new = archive.Limits(**kw)

@@ -142,6 +142,6 @@ def check_classes(task) -> list[str]:
 
 
 def show(v) -> str:
-    from service.ml.table import class_name
+    from service.ml.data.table import class_name
 
     return f"'{v}'" if isinstance(v, str) else class_name(v)

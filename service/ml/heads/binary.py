@@ -26,9 +26,9 @@ class Binary(HeadType):
         return {"type": self.name, "classes": [False, True]}
 
     def encode(self, task, values, table, strict=True):
-        from service.ml.archive import DataError
         from service.ml.data import Labels
-        from service.ml.table import as_bool
+        from service.ml.data.archive import DataError
+        from service.ml.data.table import as_bool
 
         out = np.zeros(len(values), dtype=np.float32)
         mask = np.zeros(len(values), dtype=bool)
@@ -45,7 +45,7 @@ class Binary(HeadType):
         return Labels(out, mask)
 
     def audit(self, task, values, table, label_errors):
-        from service.ml.table import as_bool
+        from service.ml.data.table import as_bool
 
         counts, invalid = {"false": 0, "true": 0}, 0
         for j, v in enumerate(values):

@@ -10,7 +10,7 @@ from service.ml.heads.base import HeadType, check_classes, show
 
 
 def _archive():
-    from service.ml import archive, table
+    from service.ml.data import archive, table
 
     return archive.DataError, table.class_name
 

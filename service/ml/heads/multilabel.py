@@ -78,8 +78,8 @@ class Multilabel(HeadType):
         return {"type": self.name, "classes": list(task.classes or []), "threshold": task.threshold}
 
     def encode(self, task, values, table, strict=True):
-        from service.ml.archive import DataError
         from service.ml.data import Labels
+        from service.ml.data.archive import DataError
 
         index = {c: k for k, c in enumerate(task.classes)}
         out = np.zeros((len(values), len(task.classes)), dtype=np.float32)

@@ -33,9 +33,9 @@ class Regression(HeadType):
     label_kind = "number"
 
     def encode(self, task, values, table, strict=True):
-        from service.ml.archive import DataError
         from service.ml.data import Labels
-        from service.ml.table import as_number
+        from service.ml.data.archive import DataError
+        from service.ml.data.table import as_number
 
         out = np.zeros(len(values), dtype=np.float32)
         mask = np.zeros(len(values), dtype=bool)
@@ -53,7 +53,7 @@ class Regression(HeadType):
         return Labels(out, mask)
 
     def audit(self, task, values, table, label_errors):
-        from service.ml.table import as_number
+        from service.ml.data.table import as_number
 
         numbers, invalid = [], 0
         for j, v in enumerate(values):

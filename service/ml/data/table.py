@@ -2,7 +2,7 @@
 
 Reading is strict and every error names the file, the row (`labels.csv row 7` = 7th data row after the
 header; `labels.jsonl line 7` = physical line; `data.npz index 6` = 0-based array index) and the column.
-The archive itself is checked by `service.ml.archive.SafeZip` first.
+The archive itself is checked by `service.ml.data.archive.SafeZip` first.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from service.ml.archive import (
+from service.ml.data.archive import (
     DEFAULT_LIMITS,
     IMAGE_EXTENSIONS,
     DataError,

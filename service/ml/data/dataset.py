@@ -1,7 +1,7 @@
 """Dataset -> resolved spec + per-task labels and masks + uint8 image cache; summary and audit.
 
-The public data API of the engine. Reading lives in `service.ml.table` (labels) and `service.ml.archive`
-(hostile-input checks), pixels in `service.ml.images`; the names are re-exported here.
+Reading lives in `service.ml.data.table` (labels) and `service.ml.data.archive` (hostile-input checks), pixels
+in `service.ml.data.images`; `service.ml.data` re-exports the public names of all four.
 Row numbers in messages: `labels.csv row 7` = 7th data row after the header, `labels.jsonl line 7` = physical
 line, `data.npz index 6` = 0-based array index.
 """
@@ -15,25 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from service.ml import gating
-from service.ml.archive import DEFAULT_LIMITS, DataError, Limits, open_image
-from service.ml.images import (
-    MAX_IMAGE_PIXELS,
-    PREPROCESS_VERSION,
-    build_image_cache,
-    cache_path,
-    iter_images,
-    to_pixels,
-    verify_images,
-)
+from service.ml.data.archive import DataError, Limits
+from service.ml.data.images import build_image_cache, cache_path
+from service.ml.data.table import MAX_SUMMARY_VALUES, Table, as_bool, as_number, class_name, read_table
 from service.ml.spec import Spec, SpecError
-from service.ml.table import MAX_SUMMARY_VALUES, Table, as_bool, as_number, class_name, read_table
-
-__all__ = [
-    "DEFAULT_LIMITS", "MAX_IMAGE_PIXELS", "PREPROCESS_VERSION", "DataError", "Labels", "Limits", "Table",
-    "TrainingData", "as_bool", "as_number", "audit", "build_image_cache", "cache_path", "class_name",
-    "encode_labels", "iter_images", "load_training_data", "open_image", "read_table", "resolve_spec",
-    "summarize", "to_pixels", "verify_images",
-]
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 SPARSE_FRACTION = 0.2  # audit warns below this labelled fraction

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image, ImageOps
 
-from service.ml.archive import (
+from service.ml.data.archive import (
     DEFAULT_LIMITS,
     DataError,
     Limits,
@@ -27,7 +27,7 @@ from service.ml.archive import (
 )
 
 if TYPE_CHECKING:
-    from service.ml.table import Table
+    from service.ml.data.table import Table
 
 MAX_IMAGE_PIXELS = DEFAULT_LIMITS.max_image_pixels
 PREPROCESS_VERSION = 1  # bump when to_pixels changes: cache files are named with it

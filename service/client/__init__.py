@@ -1,6 +1,6 @@
 """The Python SDK and the client CLI: httpx + pydantic only (no torch, sqlalchemy, celery or matplotlib), so
 `import service.client` and `headwise jobs ls` start fast. Response types are the API's own pydantic models
-(service/api/schemas.py, which imports nothing but pydantic and service.domain).
+(service/api/schemas/, which imports nothing but pydantic and service.domain).
 
 Names are loaded on first use (PEP 562), so importing the client CLI module for `headwise --help` does not load
 httpx or pydantic."""

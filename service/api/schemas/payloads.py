@@ -1,0 +1,92 @@
+"""Engine-made payloads documented field by field (extra keys allowed for new fields): column summaries,
+metrics, history, per-head /predict outputs."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from service.api.schemas.base import (
+    _absent,
+)
+
+
+class ColumnSummary(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    kind: Literal["binary", "categorical", "numeric"] = Field(description="what the labels look like")
+    labelled: int = Field(description="rows with a label in this column")
+    values: list[str] | list[bool] | None = Field(default=None, exclude_if=_absent,
+                                                  description="distinct values (binary, categorical only)")
+
+
+class HeadTrainStats(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    loss: float | None = Field(default=None, description="mean training loss over labelled samples")
+    labelled: int | None = Field(default=None, exclude_if=_absent)
+
+
+class Metrics(BaseModel):
+    """The best epoch's validation metrics: `val_loss` and per head (multiclass accuracy/macro_f1, binary
+    accuracy/roc_auc, regression rmse/mae, gated heads also end-to-end figures)."""
+
+    model_config = ConfigDict(extra="allow")
+    val_loss: float | None = Field(default=None, exclude_if=_absent)
+    tasks: dict[str, dict[str, Any]] | None = Field(default=None, exclude_if=_absent,
+                                                    description="{head: {metric: value}}")
+
+
+class HistoryEntry(BaseModel):
+    """One epoch of training."""
+
+    model_config = ConfigDict(extra="allow")
+    epoch: int
+    lr: float | None = Field(default=None, exclude_if=_absent)
+    seconds: float | None = Field(default=None, exclude_if=_absent)
+    images_per_second: float | None = Field(default=None, exclude_if=_absent)
+    weights: dict[str, float] | None = Field(default=None, exclude_if=_absent,
+                                             description="task weights used this epoch")
+    train: dict[str, HeadTrainStats] | None = Field(default=None, exclude_if=_absent)
+    val: dict[str, dict[str, Any]] | None = Field(default=None, exclude_if=_absent,
+                                                  description="{head: {metric: value}}")
+    val_loss: float | None = Field(default=None, exclude_if=_absent)
+
+
+class _Output(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    gated: Literal[False] | None = Field(default=None, exclude_if=_absent,
+                                         description="present (false) on a gated head whose gate was predicted "
+                                         "positive")
+
+
+class MulticlassOutput(_Output):
+    label: str
+    probabilities: dict[str, float] = Field(description="{class: probability}, summing to 1")
+
+
+class BinaryOutput(_Output):
+    label: bool
+    probability: float = Field(ge=0, le=1)
+
+
+class MultilabelOutput(_Output):
+    labels: list[str] = Field(description="the classes at or above the task's threshold")
+    probabilities: dict[str, float] = Field(description="{class: probability}, independent per class")
+
+
+class RegressionOutput(_Output):
+    value: float | None = Field(description="null only if the model produced a non-finite number")
+
+
+class GatedOutput(BaseModel):
+    """A gated head whose predicted gate is negative: no value."""
+
+    model_config = ConfigDict(extra="allow")
+    value: None
+    label: None = Field(default=None, exclude_if=_absent, description="classification heads (multiclass, binary)")
+    labels: None = Field(default=None, exclude_if=_absent, description="multilabel heads")
+    gated: Literal[True]
+    reason: str = Field(examples=["category predicted 'none'"])
+
+
+HeadOutput = MulticlassOutput | BinaryOutput | MultilabelOutput | RegressionOutput | GatedOutput

@@ -26,7 +26,7 @@ from service.config import Settings, get_settings
 from service.db import jobs as jobs_repo
 from service.db import registry as registry_repo
 from service.db.base import get_sessionmaker, session_scope
-from service.db.tables import Dataset, Job
+from service.db.tables import Dataset, Job, ModelVersion
 from service.storage import Storage, storage_for
 from service.storage.local import is_disk_full
 from worker import limits
@@ -146,6 +146,7 @@ def _train_and_register(job: Job, dataset: Dataset | None, settings: Settings, s
         spec, data = load_training_data(spec, storage.abs(dataset.path), storage.dataset_cache_dir(dataset.id))
         if monitor.should_stop():
             raise TrainingCancelled("stopped before training started")
+        init = _warm_start(job, storage)
         sync = CheckpointSync(storage, job.id)  # object storage: resume on another host (no-op without it)
         sync.restore()
         for item in checkpoint_history(storage.checkpoint_dir(job.id)):  # the row's history may lag it
@@ -158,7 +159,7 @@ def _train_and_register(job: Job, dataset: Dataset | None, settings: Settings, s
         try:
             result = train(spec, data, device=device, on_epoch=on_epoch, on_step=monitor.on_step,
                            should_stop=monitor.should_stop, checkpoint_dir=storage.checkpoint_dir(job.id),
-                           weights_dir=settings.WEIGHTS_DIR)
+                           weights_dir=settings.WEIGHTS_DIR, init=init)
         finally:
             sync.close()
     except TrainingCancelled:
@@ -206,6 +207,24 @@ def _train_and_register(job: Job, dataset: Dataset | None, settings: Settings, s
     return "succeeded"
 
 
+def _warm_start(job: Job, storage: Storage) -> tuple | None:
+    """training.init_from, resolved by the API into params["init_from"] (the version row's id): (parent spec,
+    parent weights, {"model", "version"}) for service.ml.warm_start, or None."""
+    ref = (job.params or {}).get("init_from")
+    if not ref:
+        return None
+    from service.ml.artifact import load_artifact
+
+    with session_scope() as session:
+        mv = session.get(ModelVersion, ref.get("model_version_id", ""))
+        path = mv.artifact_path if mv is not None else None
+    if path is None:
+        raise _JobError(f"training.init_from: model '{ref.get('model')}' version {ref.get('version')} no longer "
+                        "exists (it was deleted after the job was queued)")
+    parent = load_artifact(storage.abs(path))
+    return parent.spec, parent.state_dict, {"model": ref.get("model"), "version": ref.get("version")}
+
+
 def _register(job: Job, result: Any, checksums: dict[str, str], tmp: Path, storage: Storage,
               progress: dict[str, Any]) -> int | None:
     """One transaction: job succeeded + next model version. The artifact dir is renamed into place inside it
@@ -214,6 +233,8 @@ def _register(job: Job, result: Any, checksums: dict[str, str], tmp: Path, stora
     was lost."""
     spec_json = result.spec.to_json_dict()
     metrics, history = jsonable(result.metrics), jsonable(result.history)
+    if result.warm_start is not None:
+        metrics["warm_start"] = jsonable(result.warm_start)
     for attempt in range(1, REGISTER_TRIES + 1):
         final: Path | None = None
         session = get_sessionmaker()()
@@ -221,6 +242,7 @@ def _register(job: Job, result: Any, checksums: dict[str, str], tmp: Path, stora
             version = registry_repo.finish_succeeded(
                 session=session, job_id=job.id, attempt=job.attempts, spec=spec_json, metrics=metrics,
                 history=history, checksums=checksums, progress=progress,
+                parent=result.warm_start["parent"] if result.warm_start is not None else None,
                 artifact_path=lambda model_id, number: storage.rel(storage.artifact_dir(model_id, number)),
             )
             if version is None:

@@ -16,6 +16,7 @@ from service.api.deps import EnqueueDep, SessionDep, SettingsDep, StorageDep, ge
 from service.api.ingest import received, upload_allowance
 from service.api.one_call import create_from_upload, parse_json_body
 from service.api.schemas import ErrorRead, JobCreate, JobList, JobRead, ModelRef, Progress
+from service.api.warm_start import init_from_params
 from service.auth import Principal
 from service.config import Settings
 from service.db import datasets as datasets_repo
@@ -135,9 +136,10 @@ def _create_on_dataset(session: Session, storage: Storage, settings: Settings, b
     table = storage.load_table(dataset.id, dataset.path)
     spec = resolve_spec(spec, table)  # unknown column, class not in data
     encode_labels(spec, table)  # DataError -> 422: wrong kinds, NaN/inf, naming row and column (not in the worker)
+    params = init_from_params(session, team, spec)  # 404 / 422 naming spec.training.init_from
     quotas.admit_job(session, storage, settings, team, spec, len(table.keys))  # 422 / 507 / 429
     job = jobs_repo.create_job(session=session, team=team, dataset_id=dataset.id, model_name=body.model_name,
-                               spec=spec.to_json_dict())
+                               spec=spec.to_json_dict(), params=params)
     session.commit()  # the worker must find the row: enqueue only after the commit
     return job
 

@@ -17,6 +17,7 @@ from service.api import quotas
 from service.api.errors import validation_detail
 from service.api.ingest import Received, check_archive, dataset_name, spec_field, store_dataset
 from service.api.schemas import NAME_PATTERN
+from service.api.warm_start import init_from_params
 from service.config import Settings
 from service.db import jobs as jobs_repo
 from service.db.tables import Job
@@ -73,13 +74,14 @@ def create_from_upload(session: Session, storage: Storage, settings: Settings, g
     model_name, spec, name = _form(got)
     table, resolved = check_archive(got, spec)
     check_pretrained(weights_dir, resolved)  # model.pretrained not installed -> 422
+    params = init_from_params(session, team, resolved)  # 404 / 422 naming spec.training.init_from
     dataset_id = None
     try:
         quotas.admit_job(session, storage, settings, team, resolved, len(table.keys))  # 422 / 507 / 429
         dataset = store_dataset(session, storage, got, table, team=team, name=name, settings=settings)
         dataset_id = dataset.id
         job = jobs_repo.create_job(session=session, team=team, dataset_id=dataset.id, model_name=model_name,
-                                   spec=resolved.to_json_dict())
+                                   spec=resolved.to_json_dict(), params=params)
         session.commit()  # the worker must find the row: enqueue only after the commit
     except BaseException:
         session.rollback()

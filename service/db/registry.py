@@ -78,12 +78,14 @@ def finish_succeeded(
     checksums: dict[str, str],
     artifact_path: Callable[[str, int], str],
     progress: dict[str, Any] | None = None,
+    parent: dict[str, Any] | None = None,
 ) -> ModelVersion | None:
     """Mark the job succeeded and register the next version of its model, in the caller's transaction.
 
     Version numbers are allocated under a lock on the registered-model row (PostgreSQL: SELECT ... FOR
     UPDATE; SQLite: the database write lock taken by the first UPDATE), so two jobs finishing together get
     consecutive versions. artifact_path(model_id, version) -> path (relative to DATA_DIR) to record.
+    parent: the warm start's {"model", "version"} (training.init_from), recorded on the version.
     Returns None (nothing written) when this attempt no longer owns the job."""
     now = db_clock(session)
     won = session.execute(
@@ -105,6 +107,7 @@ def finish_succeeded(
     version = ModelVersion(
         model_id=model.id, version=version_number, job_id=job.id, dataset_id=job.dataset_id, spec=spec,
         metrics=metrics, artifact_path=artifact_path(model.id, version_number), checksums=checksums,
+        parent=parent,
     )
     session.add(version)
     session.flush()

@@ -20,7 +20,7 @@ from service.ml.spec_messages import convert_errors
 from service.ml.spec_messages import show as _show
 from service.ml.strict import SpecError, StrictModel, validate_part
 
-__all__ = ["Gate", "ModelConfig", "Spec", "SpecError", "Task", "TrainingConfig", "Weighting", "parse_spec"]
+__all__ = ["Gate", "InitFrom", "ModelConfig", "Spec", "SpecError", "Task", "TrainingConfig", "Weighting", "parse_spec"]
 
 _Model = StrictModel
 # v1 names of the loss configs (kept for callers)
@@ -169,6 +169,22 @@ class Augmentation(_Model):
     crop: int = Field(0, ge=0, le=64)  # max random shift in pixels
 
 
+class InitFrom(_Model):
+    """Warm start: begin from a registered model version's trunk and the heads whose name, type, classes and
+    shape match (the other heads start fresh). Name exactly one of `version` and `alias`."""
+
+    model: str = Field(min_length=1, max_length=200, description="a registered model of the team")
+    version: int | None = Field(None, ge=1, le=2**31 - 1, description="its version number")
+    alias: str | None = Field(None, min_length=1, max_length=63, description="or an alias of it (resolved when "
+                                                                            "the job is created)")
+
+    @model_validator(mode="after")
+    def _one_of(self) -> InitFrom:
+        if (self.version is None) == (self.alias is None):
+            raise SpecError(["version: name exactly one of 'version' and 'alias'"])
+        return self
+
+
 class TrainingConfig(_Model):
     epochs: int = Field(20, ge=1, le=10000)
     batch_size: int = Field(64, ge=1, le=65536)
@@ -186,6 +202,8 @@ class TrainingConfig(_Model):
     compile: bool = False
     freeze_backbone_epochs: int = Field(0, ge=0, le=10000)  # the first N epochs train the heads only
     backbone_lr_multiplier: float = Field(1.0, gt=0.0, le=10.0)  # backbone lr = learning_rate * this
+    init_from: InitFrom | None = Field(None, description="warm start from a registered version (retraining when "
+                                                         "new labels arrive); the new version records it as parent")
 
 
 # ---------------------------------------------------------------- spec
@@ -262,6 +280,9 @@ class Spec(_Model):
                 if len(errors) == before and first.get(t.name) == i:
                     valid_gate[t.name] = t.gate.task
         errors += _cycle_errors(valid_gate, first)
+        if self.training.init_from is not None and self.model.pretrained is not None:
+            errors.append("training.init_from: cannot be combined with model.pretrained (the trunk comes from the "
+                          "version named in init_from)")
         es = self.training.early_stopping
         if es is not None and es.metric != "val_loss":
             task_name, dot, metric = es.metric.partition(".")

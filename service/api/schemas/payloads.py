@@ -26,6 +26,21 @@ class HeadTrainStats(BaseModel):
     labelled: int | None = Field(default=None, exclude_if=_absent)
 
 
+class ParentRef(BaseModel):
+    model: str
+    version: int
+
+
+class WarmStart(BaseModel):
+    """What a warm start (`training.init_from`) copied from its version; the other heads started fresh."""
+
+    model_config = ConfigDict(extra="allow")
+    parent: ParentRef = Field(description="the version it started from")
+    trunk_tensors: int = Field(description="trunk tensors copied (the whole trunk)")
+    heads_copied: list[str] = Field(description="heads whose name, type, classes and shape matched")
+    heads_new: dict[str, str] = Field(description="{head: why it started fresh}")
+
+
 class Metrics(BaseModel):
     """The best epoch's validation metrics: `val_loss` and per head (multiclass accuracy/macro_f1, binary
     accuracy/roc_auc, regression rmse/mae, gated heads also end-to-end figures)."""
@@ -34,6 +49,8 @@ class Metrics(BaseModel):
     val_loss: float | None = Field(default=None, exclude_if=_absent)
     tasks: dict[str, dict[str, Any]] | None = Field(default=None, exclude_if=_absent,
                                                     description="{head: {metric: value}}")
+    warm_start: WarmStart | None = Field(default=None, exclude_if=_absent,
+                                         description="training.init_from: what was copied from the version")
 
 
 class HistoryEntry(BaseModel):

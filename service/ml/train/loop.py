@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from service.ml import gating
+from service.ml import gating, warm_start
 from service.ml import metrics as M
 from service.ml.backbones import finetune
 from service.ml.losses import masked_loss
@@ -40,7 +40,7 @@ def normalization(spec, data, eff: dict[str, np.ndarray], train_idx: np.ndarray)
 class Run:
     """Everything train() sets up once; kept in one object so the step loop stays small."""
 
-    def __init__(self, spec, data, device: torch.device, weights_dir=None):
+    def __init__(self, spec, data, device: torch.device, weights_dir=None, init=None):
         self.spec, self.device, self.names = spec, device, spec.task_names
         tc = spec.training
         if len(data.images) < 3:
@@ -59,6 +59,9 @@ class Run:
         model = MultiTaskCNN(spec)
         # model.pretrained: the weights-store entry, strict + sha256-checked (a resumed run then loads its checkpoint)
         self.pretrained = finetune.load_backbone(model, spec, weights_dir)
+        # training.init_from: (parent spec, parent weights, source) -> trunk + matching heads (a resumed run then
+        # loads its checkpoint over them)
+        self.warm_start = warm_start.apply(model, spec, *init) if init is not None else None
         self.model = self.precision.prepare(model.to(device))
         self.weighting = make_weighting(spec).to(device)
         self.weighting.bind(self.model)

@@ -30,6 +30,7 @@ class TrainResult:
     normalization: dict[str, dict]  # regression task -> {"mean", "std"} (identity when standardize is off)
     weighting: dict[str, float]  # effective task weights at the best epoch
     pretrained: dict | None = None  # the weights-store entry the backbone started from (name, arch, sha256, ...)
+    warm_start: dict | None = None  # training.init_from: what was copied (service.ml.warm_start.apply)
 
 
 def cpu_state(module: torch.nn.Module) -> dict[str, Tensor]:

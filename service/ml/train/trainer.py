@@ -43,9 +43,11 @@ def _check_metric(spec: Spec) -> str:
 
 def train(spec: Spec, data, *, device: str = "auto", on_epoch: Callable[[dict], None] | None = None,
           should_stop: Callable[[], bool] | None = None, checkpoint_dir: Path | str | None = None,
-          on_step: Callable[[dict], None] | None = None, weights_dir: Path | str | None = None) -> TrainResult:
+          on_step: Callable[[dict], None] | None = None, weights_dir: Path | str | None = None,
+          init: tuple | None = None) -> TrainResult:
     """Train a MultiTaskCNN on `data` (see module doc). Raises TrainingCancelled when should_stop() turns true.
-    weights_dir: the pretrained-weights store (HEADWISE_WEIGHTS_DIR) that `model.pretrained` names an entry of."""
+    weights_dir: the pretrained-weights store (HEADWISE_WEIGHTS_DIR) that `model.pretrained` names an entry of.
+    init: warm start (training.init_from) as (parent spec, parent state dict, source dict): service.ml.warm_start."""
     dev = resolve_device(device, spec)
     select = _check_metric(spec)
     # Deterministic kernels on CPU (process-global: restored afterwards). Filling uninitialised memory with NaN
@@ -58,7 +60,7 @@ def train(spec: Spec, data, *, device: str = "auto", on_epoch: Callable[[dict], 
         det.fill_uninitialized_memory = False
     try:
         return _train(spec, data, dev, select, on_epoch, should_stop, checkpoint_dir, on_step,
-                      Path(weights_dir) if weights_dir is not None else None)
+                      Path(weights_dir) if weights_dir is not None else None, init)
     finally:
         torch.use_deterministic_algorithms(restore[0], warn_only=restore[1])
         det.fill_uninitialized_memory = restore[2]
@@ -78,8 +80,9 @@ def _epoch(run: Run, epoch: int, should_stop, on_step) -> dict:
             "train": train_stats, "val": val, "val_loss": val_loss}
 
 
-def _train(spec, data, dev, select, on_epoch, should_stop, checkpoint_dir, on_step, weights_dir) -> TrainResult:
-    run = Run(spec, data, dev, weights_dir)
+def _train(spec, data, dev, select, on_epoch, should_stop, checkpoint_dir, on_step, weights_dir, init
+           ) -> TrainResult:
+    run = Run(spec, data, dev, weights_dir, init)
     higher = M.higher_is_better(select)
     history: list[dict] = []
     best: dict = {"epoch": 0, "score": None, "state": None, "weights": None}
@@ -111,4 +114,5 @@ def _train(spec, data, dev, select, on_epoch, should_stop, checkpoint_dir, on_st
     chosen = history[best["epoch"] - 1] if history else {"val": {}, "val_loss": None}
     return TrainResult(spec=spec, state_dict=best["state"], history=history,
                        metrics={"val_loss": chosen["val_loss"], "tasks": chosen["val"]}, best_epoch=best["epoch"],
-                       normalization=run.norm, weighting=best["weights"], pretrained=run.pretrained)
+                       normalization=run.norm, weighting=best["weights"], pretrained=run.pretrained,
+                       warm_start=run.warm_start)

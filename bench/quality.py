@@ -1,6 +1,7 @@
 """Quality on real data: masked multi-task vs one single-task model per head vs zero-imputation of missing labels.
 
     python bench/quality.py [--json out.json] [--epochs 20] [--seed 0] [--threads 1]
+    python bench/quality.py --peer [...]   # Headwise's defaults vs Keras 3 over 3 seeds: bench/quality_peer.py
 
 Data: scikit-learn's bundled handwritten digits (`load_digits`, 1,797 real 8x8 scans), upscaled to 16x16 with the
 same preprocessing as the service (`to_pixels`, bilinear). A fixed stratified 30% is held out as the test set
@@ -132,6 +133,10 @@ def data_for(names, images, values, masks, idx, zero_impute=False) -> TrainingDa
 
 
 def main() -> None:
+    if "--peer" in sys.argv[1:]:  # the Keras peer column: bench/quality_peer.py (its own options)
+        from bench.quality_peer import main as peer_main
+
+        return peer_main([a for a in sys.argv[1:] if a != "--peer"])
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json")
     ap.add_argument("--epochs", type=int, default=20)

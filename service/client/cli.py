@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from service.client.render import format_output, metrics_table, progress_line, table
+from service.client.render import baseline_table, format_output, metrics_table, progress_line, table
 from service.client.watch import watch_job
 from service.domain import ACTIVE_STATUSES, JobStatus
 
@@ -110,6 +110,7 @@ def _print_final(job: JobRead) -> int:
         model = job.model
         print(f"job {job.id} succeeded: model {model.name if model else '?'} version {model.version if model else '?'}")
         _print_table(metrics_table(job.metrics.model_dump(mode="json")))
+        _print_table(baseline_table(job.metrics.model_dump(mode="json")))
         return 0
     print(f"job {job.id} {job.status}" + (f": {job.error}" if job.error else ""), file=sys.stderr)
     return 1
@@ -142,6 +143,7 @@ def cmd_jobs_show(args: argparse.Namespace) -> int:
     if job.history:
         print("  last epoch: " + progress_line({**job.history[-1].model_dump(mode="json"), "epochs": job.progress.epochs}))
     _print_table(metrics_table(job.metrics.model_dump(mode="json")))
+    _print_table(baseline_table(job.metrics.model_dump(mode="json")))
     return 0
 
 

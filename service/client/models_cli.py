@@ -7,7 +7,7 @@ import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from service.client.render import table
+from service.client.render import baseline_summary, baseline_table, table
 
 if TYPE_CHECKING:
     from service.api.schemas import AliasEventRead
@@ -55,9 +55,14 @@ def cmd_show(args: argparse.Namespace) -> int:
         return 0
     aliases = ", ".join(f"{a.alias}=v{a.version}" for a in model.aliases) or "-"
     print(f"model {model.name}  latest v{model.latest_version}  aliases: {aliases}")
-    rows = [(v.version, ", ".join(v.aliases), ", ".join(v.tags), (v.description or "")[:50], _when(v.created_at))
-            for v in model.versions]
-    print(table(rows, ["version", "aliases", "tags", "description", "created"]))
+    rows = [(v.version, ", ".join(v.aliases), ", ".join(v.tags), (v.description or "")[:50],
+             baseline_summary(v.metrics.model_dump(mode="json")), _when(v.created_at)) for v in model.versions]
+    print(table(rows, ["version", "aliases", "tags", "description", "vs baseline", "created"]))
+    if model.versions:  # the latest version's heads beside their trivial baselines
+        latest = max(model.versions, key=lambda v: v.version)
+        text = baseline_table(latest.metrics.model_dump(mode="json"))
+        if text:
+            print(f"\nv{latest.version} vs trivial baselines:\n{text}")
     return 0
 
 

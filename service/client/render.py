@@ -115,3 +115,27 @@ def metrics_table(metrics: dict[str, Any]) -> str | None:
         elif isinstance(values, int | float):
             rows.append(("", task, fmt_num(values)))
     return table(rows, ["task", "metric", "value"]) if rows else None
+
+
+def baseline_table(metrics: dict[str, Any]) -> str | None:
+    """metrics["baselines"] (each head's primary metric beside its trivial baseline) as a table; a head that does
+    not beat its baseline says so in capitals. None when the metrics have no baselines (older versions)."""
+    base = metrics.get("baselines")
+    if not isinstance(base, dict) or not base:
+        return None
+    rows = []
+    for head, b in base.items():
+        beats = b.get("beats_baseline")
+        verdict = "yes" if beats else "-" if beats is None else "NO: flagged"
+        rows.append((head, b.get("metric"), fmt_num(b.get("value")),
+                     f"{fmt_num(b.get('baseline'))} ({b.get('kind') or '?'})", verdict))
+    return table(rows, ["task", "metric", "model", "trivial baseline", "beats it"])
+
+
+def baseline_summary(metrics: dict[str, Any] | None) -> str:
+    """One cell: 'all 3 beat' / 'flagged: ink' / '' (no baselines recorded)."""
+    base = (metrics or {}).get("baselines")
+    if not isinstance(base, dict) or not base:
+        return ""
+    flagged = [h for h, b in base.items() if b.get("beats_baseline") is False]
+    return f"flagged: {', '.join(flagged)}" if flagged else f"all {len(base)} beat"

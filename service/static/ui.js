@@ -192,6 +192,7 @@ function setJobStatus(job) {
   err.textContent = job.error || "";
   const p = job.progress || {};
   if (p.epochs) { $("#job-progress").max = p.epochs; $("#job-progress").value = p.epoch || 0; }
+  renderBaselines($("#job-baselines"), job.metrics);
 }
 function onJobEvent(type, data) {
   const job = state.job;
@@ -211,7 +212,7 @@ function onJobEvent(type, data) {
     return false;
   }
   if (type === "status") {
-    Object.assign(job, { status: data.status, error: data.error, progress: data.progress || job.progress });
+    Object.assign(job, { status: data.status, error: data.error, progress: data.progress || job.progress, metrics: data.metrics || job.metrics });
     setJobStatus(job);
     if (TERMINAL.has(data.status)) {
       loadJobs().catch(() => {});
@@ -353,7 +354,20 @@ async function loadModels() {
 function metricEntries(metrics) {
   const m = metrics || {};
   const tasks = m.tasks && typeof m.tasks === "object" ? m.tasks : {};
-  return Object.entries(m).filter(([k]) => k !== "tasks").concat(Object.entries(tasks));
+  return Object.entries(m).filter(([k]) => k !== "tasks" && k !== "baselines").concat(Object.entries(tasks));
+}
+// Each head's primary metric beside its trivial baseline (metrics.baselines); a head that does not beat it is flagged.
+function baselineText(metrics, task) {
+  const b = ((metrics || {}).baselines || {})[task];
+  if (!b) return "";
+  const verdict = b.beats_baseline === false ? "⚠ does not beat it" : b.beats_baseline ? "beats it" : "";
+  return `${b.metric} ${fmt(b.value)} vs ${b.kind || "baseline"} ${fmt(b.baseline)} ${verdict}`.trim();
+}
+function renderBaselines(box, metrics) {
+  const heads = Object.keys((metrics || {}).baselines || {});
+  box.hidden = !heads.length;
+  box.replaceChildren(...heads.map((t) => el("p", { class: metrics.baselines[t].beats_baseline === false ? "error" : "muted",
+    dataset: { task: t, beats: String(metrics.baselines[t].beats_baseline) } }, `${t}: ${baselineText(metrics, t)}`)));
 }
 function metricSummary(metrics) {
   return metricEntries(metrics).map(([t, v]) => (v && typeof v === "object"
@@ -403,7 +417,8 @@ async function showVersion(name, v) {
   $("#version-detail").hidden = false;
   $("#version-title").textContent = `${name} v${v.version}`;
   fill($("#version-metrics tbody"), metricEntries(v.metrics).map(([t, m]) => el("tr", {}, el("td", {}, t),
-    el("td", {}, m && typeof m === "object" ? Object.entries(m).map(([k, x]) => `${k} ${fmt(x)}`).join(", ") : fmt(m)))));
+    el("td", {}, m && typeof m === "object" ? Object.entries(m).map(([k, x]) => `${k} ${fmt(x)}`).join(", ") : fmt(m)),
+    el("td", { class: baselineText(v.metrics, t).includes("⚠") ? "error" : "muted" }, baselineText(v.metrics, t)))));
   const plots = $("#version-plots");
   const tasks = ((v.spec || {}).tasks || []).map((t) => t.name);
   const figures = tasks.map((t) => {

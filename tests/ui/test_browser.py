@@ -124,6 +124,10 @@ def test_dashboard_end_to_end(live, page, tmp_path: Path) -> None:
     assert page.locator("#live-heads tbody tr").count() == 4
     assert page.inner_text("#live-epoch") == f"epoch {EPOCHS}/{EPOCHS}"
     page.wait_for_selector("#job-curves:not([hidden])")
+    # every head's primary metric beside its trivial baseline (flagged in red when it does not beat it)
+    page.wait_for_selector("#job-baselines:not([hidden])")
+    assert page.locator("#job-baselines p").count() == 4
+    assert all(" vs " in t for t in page.locator("#job-baselines p").all_inner_texts())
 
     # the model version, its metrics and one plot per head
     page.click("nav .tab[data-tab=models]")
@@ -133,6 +137,7 @@ def test_dashboard_end_to_end(live, page, tmp_path: Path) -> None:
                            "[...document.querySelectorAll('#version-plots img')].every(i => i.naturalWidth > 0)",
                            timeout=120_000)
     assert "accuracy" in page.inner_text("#version-metrics")
+    assert "mean predictor" in page.inner_text("#version-metrics")  # the regression heads' baseline column
 
     # try it: every head's output; gated heads as suppressed with the reason
     page.click("#versions-table tbody tr[data-version='1'] button")

@@ -81,6 +81,10 @@ def test_success_creates_exactly_one_checksummed_version(env, dataset_id):
     for name, digest in version.checksums.items():
         assert hashlib.sha256((artifact / name).read_bytes()).hexdigest() == digest
     assert json.loads((artifact / "checksums.json").read_text()) == version.checksums
+    # each head's primary metric beside its trivial baseline, in the job row, the version row and meta.json
+    heads = {t["name"] for t in tiny_spec()["tasks"]}
+    assert set(job.metrics["baselines"]) == heads and version.metrics["baselines"] == job.metrics["baselines"]
+    assert json.loads((artifact / "meta.json").read_text())["metrics"]["baselines"] == job.metrics["baselines"]
     # reports stored with the version: the validation split's indices and predictions, curves, one plot per head
     from service.ml.data import load_training_data
     from service.ml.spec import parse_spec

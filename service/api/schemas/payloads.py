@@ -41,9 +41,23 @@ class WarmStart(BaseModel):
     heads_new: dict[str, str] = Field(description="{head: why it started fresh}")
 
 
+class HeadBaseline(BaseModel):
+    """A head's primary validation metric beside its trivial baseline (service/ml/baselines.py)."""
+
+    model_config = ConfigDict(extra="allow")
+    metric: str = Field(description="the head's primary metric (accuracy, micro_f1 or rmse)")
+    kind: str | None = Field(default=None, description="majority class, per-tag majority or mean predictor")
+    value: float | None = Field(default=None, description="the model's value (best epoch, validation split)")
+    baseline: float | None = Field(default=None, description="the trivial baseline's value on the same samples "
+                                   "(fitted on the training split)")
+    beats_baseline: bool | None = Field(default=None, description="false: the head is flagged, it learned no more "
+                                        "than the baseline; null when either value is missing")
+
+
 class Metrics(BaseModel):
     """The best epoch's validation metrics: `val_loss` and per head (multiclass accuracy/macro_f1, binary
-    accuracy/roc_auc, regression rmse/mae, gated heads also end-to-end figures)."""
+    accuracy/roc_auc, regression rmse/mae, gated heads also end-to-end figures), and per head its primary metric
+    beside the trivial baseline (`baselines`; models trained before it existed have none)."""
 
     model_config = ConfigDict(extra="allow")
     val_loss: float | None = Field(default=None, exclude_if=_absent)
@@ -51,6 +65,8 @@ class Metrics(BaseModel):
                                                     description="{head: {metric: value}}")
     warm_start: WarmStart | None = Field(default=None, exclude_if=_absent,
                                          description="training.init_from: what was copied from the version")
+    baselines: dict[str, HeadBaseline] | None = Field(default=None, exclude_if=_absent,
+                                                      description="{head: primary metric vs trivial baseline}")
 
 
 class HistoryEntry(BaseModel):

@@ -16,8 +16,10 @@ from pathlib import Path
 import torch
 
 from service.ml import metrics as M
+from service.ml.baselines import head_baselines
 from service.ml.spec import Spec, SpecError
 from service.ml.train.loop import Run
+from service.ml.train.split import stratified_split
 from service.ml.train.state import CHECKPOINT, TrainResult, cpu_state, load_checkpoint, save_checkpoint, score
 
 
@@ -59,11 +61,16 @@ def train(spec: Spec, data, *, device: str = "auto", on_epoch: Callable[[dict], 
         torch.use_deterministic_algorithms(True, warn_only=True)
         det.fill_uninitialized_memory = False
     try:
-        return _train(spec, data, dev, select, on_epoch, should_stop, checkpoint_dir, on_step,
-                      Path(weights_dir) if weights_dir is not None else None, init)
+        result = _train(spec, data, dev, select, on_epoch, should_stop, checkpoint_dir, on_step,
+                        Path(weights_dir) if weights_dir is not None else None, init)
     finally:
         torch.use_deterministic_algorithms(restore[0], warn_only=restore[1])
         det.fill_uninitialized_memory = restore[2]
+    # each head's primary metric beside its trivial baseline (service/ml/baselines.py), on the run's split
+    result.metrics["baselines"] = head_baselines(
+        spec, {t: data.labels[t].values for t in spec.task_names}, {t: data.labels[t].mask for t in spec.task_names},
+        *stratified_split(spec, data), result.metrics.get("tasks") or {})
+    return result
 
 
 def _epoch(run: Run, epoch: int, should_stop, on_step) -> dict:

@@ -125,24 +125,54 @@ class Settings(BaseSettings):
         return self.MAX_JOB_SECONDS + 3600
 
 
-def host_memory_bytes() -> int:
-    """This host's RAM (/proc/meminfo MemTotal), or its cgroup v2 memory limit when lower; 8 GiB if unknown."""
+UNLIMITED = 2**60  # cgroup v1 writes "no limit" as a huge number (9223372036854771712)
+
+
+def cgroup_memory_limit(root: str = "/sys/fs/cgroup", self_cgroup: str = "/proc/self/cgroup") -> int | None:
+    """This process's cgroup memory limit in bytes, or None when there is none (or no cgroup is readable):
+    cgroup v2 `memory.max` ("max" = none), cgroup v1 `memory/memory.limit_in_bytes`, each at the mount's root
+    (a container sees its own cgroup there) and at the process's own cgroup path (/proc/self/cgroup); the
+    lowest one found wins."""
+    paths: list[str] = [f"{root}/memory.max", f"{root}/memory/memory.limit_in_bytes",
+                        f"{root}/memory.limit_in_bytes"]
+    try:
+        with open(self_cgroup) as f:
+            for line in f:
+                parts = line.strip().split(":", 2)
+                if len(parts) != 3 or parts[2] in ("", "/"):
+                    continue
+                if parts[0] == "0" and parts[1] == "":  # v2 unified hierarchy
+                    paths.append(f"{root}{parts[2]}/memory.max")
+                elif "memory" in parts[1].split(","):  # v1 memory controller
+                    paths.append(f"{root}/memory{parts[2]}/memory.limit_in_bytes")
+    except OSError:
+        pass
+    limits = []
+    for path in paths:
+        try:
+            with open(path) as f:
+                text = f.read().strip()
+        except OSError:
+            continue
+        if text.isdigit() and 0 < int(text) < UNLIMITED:
+            limits.append(int(text))
+    return min(limits) if limits else None
+
+
+def host_memory_bytes(meminfo: str = "/proc/meminfo", cgroup_root: str = "/sys/fs/cgroup",
+                      self_cgroup: str = "/proc/self/cgroup") -> int:
+    """This host's RAM (MemTotal), or this process's cgroup memory limit (v2 or v1) when lower; 8 GiB if
+    unknown. The default worker memory budget is 60% of it."""
     total = 8 * 1024**3
     try:
-        with open("/proc/meminfo") as f:
+        with open(meminfo) as f:
             for line in f:
                 if line.startswith("MemTotal:"):
                     total = int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         pass
-    try:
-        with open("/sys/fs/cgroup/memory.max") as f:
-            limit = f.read().strip()
-        if limit.isdigit():
-            total = min(total, int(limit))
-    except OSError:
-        pass
-    return total
+    limit = cgroup_memory_limit(cgroup_root, self_cgroup)
+    return min(total, limit) if limit else total
 
 
 @lru_cache

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from service.config import get_settings
 from service.db import imports as imports_repo
+from service.db import jobs as jobs_repo
 from service.db.base import session_scope
 from service.storage import storage_for
 from service.storage.objects import ObjectMissingError, S3ObjectStore, sha256_file
@@ -52,11 +53,26 @@ class SourceError(Exception):
     """The source cannot be imported (missing, too big, no labels file): shown as is."""
 
 
-def _progress(import_id: str, done: int, total: int) -> None:
+def _progress(import_id: str, done: int, total: int, size: int) -> None:
     with session_scope() as session:
         imports_repo.write_progress(session=session, import_id=import_id,
                                     progress={"objects": done, "total": total,
-                                              "fraction": round(done / max(total, 1), 4)})
+                                              "fraction": round(done / max(total, 1), 4), "bytes": size})
+
+
+def _reserve(row, size: int) -> None:
+    """Count `size` bytes against the team's storage quota from now on (progress["bytes"]), or fail the import
+    with the upload's 413 message when they do not fit."""
+    from service.api import quotas
+
+    settings = get_settings()
+    with session_scope() as session:
+        if settings.TEAM_MAX_STORAGE_BYTES:
+            jobs_repo.lock_team(session=session, team=row.team)  # concurrent imports and uploads: one at a time
+            quotas.check_storage(session, storage_for(settings), settings, row.team, incoming=size,
+                                 what="this import", exclude_import=row.id)
+        imports_repo.write_progress(session=session, import_id=row.id,
+                                    progress={"objects": 0, "total": 0, "fraction": 0.0, "bytes": size})
 
 
 def _download(row, work: Path) -> tuple[Path, str]:
@@ -67,13 +83,18 @@ def _download(row, work: Path) -> tuple[Path, str]:
     cap = settings.MAX_UPLOAD_BYTES
     if key.lower().endswith(ARCHIVES):
         dest = work / Path(key).name
+        listed = [o.size for o in store.list(key) if o.key == key]
+        if listed:  # the size before the download; else checked right after it
+            _reserve(row, listed[0])
         try:
             store.get_file(key, dest)
         except ObjectMissingError:
             raise SourceError(f"source: no object at {row.source}") from None
         if dest.stat().st_size > cap:
             raise SourceError(f"source: {dest.stat().st_size} bytes exceeds HEADWISE_MAX_UPLOAD_BYTES={cap}")
-        _progress(row.id, 1, 1)
+        if not listed:
+            _reserve(row, dest.stat().st_size)
+        _progress(row.id, 1, 1, dest.stat().st_size)
         return dest, dest.name
     objects = [o for o in store.list(key) if not o.key.endswith("/")]
     names = {o.key[len(key):] for o in objects}
@@ -83,6 +104,7 @@ def _download(row, work: Path) -> tuple[Path, str]:
     total = sum(o.size for o in objects)
     if total > cap:
         raise SourceError(f"source: {total} bytes under {row.source} exceeds HEADWISE_MAX_UPLOAD_BYTES={cap}")
+    _reserve(row, total)
     archive = work / "import.zip"
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as zf:
         for i, obj in enumerate(objects, 1):
@@ -91,9 +113,15 @@ def _download(row, work: Path) -> tuple[Path, str]:
             zf.write(part, obj.key[len(key):])
             part.unlink()
             if i % 50 == 0 or i == len(objects):
-                _progress(row.id, i, len(objects))
+                _progress(row.id, i, len(objects), total)
     name = key.rstrip("/").rsplit("/", 1)[-1] or bucket
     return archive, f"{name}.zip"
+
+
+def _progress_of(session, import_id: str) -> dict:
+    from service.db.tables import DatasetImport
+
+    return dict(session.get(DatasetImport, import_id).progress or {})
 
 
 def _import(row) -> str:
@@ -108,8 +136,11 @@ def _import(row) -> str:
                        sha256_file(path))
         table, _ = check_archive(got, row.spec)  # the upload's checks: DataError / SpecError name row and column
         with session_scope() as session:
+            # the reserved bytes become the dataset row in one transaction: checked again under the team's lock
+            imports_repo.write_progress(session=session, import_id=row.id, progress={**_progress_of(session, row.id),
+                                                                                     "bytes": 0})
             dataset = store_dataset(session, storage, got, table, team=row.team,
-                                    name=dataset_name(row.name, filename))
+                                    name=dataset_name(row.name, filename), settings=settings)
             imports_repo.finish(session=session, import_id=row.id, status="succeeded", dataset_id=dataset.id)
             return dataset.id
     finally:

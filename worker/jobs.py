@@ -49,9 +49,10 @@ def run_job(job_id: str) -> str:
     "failed", "cancelled" or "lease_lost" (this attempt was requeued elsewhere; row left alone)."""
     settings = get_settings()
     storage = storage_for(settings)
+    budget = settings.WORKER_MEMORY_BYTES
     try:
         with session_scope() as session:
-            job = jobs_repo.claim_next_job(session=session, delivered=job_id, worker=worker_name())
+            job = jobs_repo.claim_next_job(session=session, delivered=job_id, worker=worker_name(), budget=budget)
             if job is None:
                 status = jobs_repo.job_status(session=session, job_id=job_id)
             else:
@@ -63,6 +64,8 @@ def run_job(job_id: str) -> str:
         log.info("job %s not claimable (status %s): delivery ignored", job_id, status or "unknown")
         if status == "cancelled":
             _cleanup(storage, job_id)
+        elif status == "queued":
+            _pass_on(job_id, budget, settings)
         return "skipped"
     if job.id != job_id:
         log.info("delivery of job %s runs job %s (fair order across teams)", job_id, job.id)
@@ -70,6 +73,34 @@ def run_job(job_id: str) -> str:
 
     with bind_job(job.id):
         return _run_claimed(job, dataset, settings, storage)
+
+
+def _pass_on(job_id: str, budget: int, settings: Settings) -> None:
+    """The delivered job is over this worker's memory budget and nothing else fits here: ring its doorbell again
+    (after a heartbeat's pause: small workers do not toss it back and forth in a tight loop while the large one
+    is busy) when a live worker with a larger budget could take it; otherwise it waits, saying why
+    (GET /v1/jobs/{id} status_detail), and the reaper rings again once such a worker is alive."""
+    from service.db import workers as workers_repo
+    from service.queue import enqueue_training
+
+    try:
+        with session_scope() as session:
+            need = jobs_repo.job_memory(session=session, job_id=job_id)
+            budgets = workers_repo.alive_budgets(session=session, lease_seconds=settings.JOB_LEASE_SECONDS)
+    except DBAPIError as exc:  # the reaper rings lost doorbells again
+        log.warning("job %s: could not check who can take it: %s", job_id, exc)
+        return
+    if need is None or need <= budget:
+        return
+    if any(b is not None and b >= need for b in budgets):
+        log.info("job %s needs ~%d bytes, over this worker's budget %d: passed on", job_id, need, budget)
+        time.sleep(settings.HEARTBEAT_SECONDS)
+        try:
+            enqueue_training(job_id)
+        except Exception as exc:  # noqa: BLE001 - broker down: the reaper rings lost doorbells again
+            log.warning("job %s: could not pass it on: %s", job_id, exc)
+    else:
+        log.info("job %s needs ~%d bytes; no live worker's budget fits it: it waits", job_id, need)
 
 
 def _run_claimed(job: Job, dataset: Dataset | None, settings: Settings, storage: Storage) -> str:

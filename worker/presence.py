@@ -3,7 +3,8 @@ process (started on `worker_ready`, next to the reaper):
 - the id "<host>:<pid>:<random>" is put into HEADWISE_WORKER_ID before the pool forks, so the job a child
   claims carries it (jobs.worker) and GET /v1/workers can show each worker's current job;
 - every HEARTBEAT_SECONDS the row's last_seen_at moves (re-registering if the row went missing, e.g. the
-  database was restored); a worker killed with SIGKILL simply stops moving and counts as dead after the lease;
+  database was restored), with the worker's memory in use (resident bytes of the main process and the pool's
+  children); its memory budget (HEADWISE_WORKER_MEMORY_BYTES as resolved here) is written at registration; a worker killed with SIGKILL simply stops moving and counts as dead after the lease;
 - a clean shutdown marks the row stopped at once.
 """
 
@@ -40,10 +41,42 @@ def device_label() -> str:
     return settings.TRAIN_DEVICE + (f" (CUDA_VISIBLE_DEVICES={visible})" if visible is not None else "")
 
 
+def tree_rss(pid: int | None = None, proc: str = "/proc") -> int | None:
+    """Resident bytes of process `pid` (default: this one) and all its descendants (the pool's children); None
+    where /proc cannot be read."""
+    root = os.getpid() if pid is None else pid
+    parents: dict[int, int] = {}
+    try:
+        names = os.listdir(proc)
+    except OSError:
+        return None
+    for name in names:
+        if name.isdigit():
+            try:
+                with open(f"{proc}/{name}/stat") as f:
+                    parents[int(name)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+    tree, todo = set(), [root]
+    while todo:
+        p = todo.pop()
+        tree.add(p)
+        todo += [c for c, pp in parents.items() if pp == p and c not in tree]
+    total, page = 0, os.sysconf("SC_PAGE_SIZE")
+    for p in tree:
+        try:
+            with open(f"{proc}/{p}/statm") as f:
+                total += int(f.read().split()[1]) * page
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
+
+
 def _register(worker_id: str, queues: list[str]) -> None:
     with session_scope() as session:
         workers_repo.register(session=session, worker_id=worker_id, host=socket.gethostname(), pid=os.getpid(),
-                              queues=queues, device=device_label())
+                              queues=queues, device=device_label(),
+                              memory_budget=get_settings().WORKER_MEMORY_BYTES, memory_used=tree_rss())
 
 
 def _loop(worker_id: str, queues: list[str], interval: float) -> None:
@@ -58,7 +91,7 @@ def _loop(worker_id: str, queues: list[str], interval: float) -> None:
                     workers_repo.prune(session=session, older_than_seconds=FORGET_AFTER_SECONDS)
             else:
                 with session_scope() as session:
-                    registered = workers_repo.beat(session=session, worker_id=worker_id)
+                    registered = workers_repo.beat(session=session, worker_id=worker_id, memory_used=tree_rss())
                 if not registered:
                     log.warning("worker %s: registry row missing; registering again", worker_id)
                     continue

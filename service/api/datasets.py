@@ -26,6 +26,7 @@ from service.api.schemas import AuditCreate, AuditRead, DatasetCreated, DatasetL
 from service.auth import Principal
 from service.config import Settings
 from service.db import datasets as datasets_repo
+from service.db import workers as workers_repo
 from service.db.tables import Dataset
 from service.errors import ConflictError, InsufficientStorageError, NotFoundError
 from service.storage import Storage
@@ -146,21 +147,31 @@ def audit_dataset(
     storage: StorageDep,
     settings: SettingsDep,
 ) -> AuditRead:
-    from service.ml.data import audit
+    from service.ml.data import audit, resolve_spec
     from service.ml.spec import SpecError, parse_spec
 
     row = _get(session, dataset_id, principal)
     try:
         spec = parse_spec(body.spec)
     except SpecError as exc:  # reported, not raised: the audit is a dry run
-        return AuditRead(audit=None, spec_errors=list(exc.errors))
+        return AuditRead(audit=None, spec_errors=list(exc.errors), fits=False)
     table = storage.load_table(row.id, row.path)
     result = audit(spec, table)  # resolve errors land in result["spec_errors"]
-    errors = list(result.get("spec_errors", []))
-    memory = quotas.memory_estimate(spec, len(table.keys), settings)
-    try:  # the same checks as job creation, reported instead of raised
-        quotas.check_job_size(spec, len(table.keys), settings)
-        quotas.check_memory(spec, len(table.keys), settings)
-    except SpecError as exc:
-        errors += exc.errors
-    return AuditRead(audit=result, spec_errors=errors, memory=memory)
+    n = len(table.keys)
+    try:  # estimate what job creation estimates: the spec with its classes resolved
+        spec = resolve_spec(spec, table)
+    except SpecError:
+        pass
+    memory = quotas.memory_estimate(spec, n, settings)
+    memory["workers"] = workers_repo.budgets_fit(session=session, lease_seconds=settings.JOB_LEASE_SECONDS,
+                                                 peak=memory["peak_bytes"])
+    limit_errors: list[str] = []
+    for check in (quotas.check_job_size, quotas.check_memory):  # the same checks as job creation, reported
+        try:
+            check(spec, n, settings)
+        except SpecError as exc:
+            limit_errors += exc.errors
+    spec_errors = list(result["spec_errors"])
+    fits = not (spec_errors or limit_errors or result["label_errors"])
+    return AuditRead(audit=result, spec_errors=spec_errors, limit_errors=limit_errors, fits=fits,
+                     warnings=result["findings"], memory=memory)

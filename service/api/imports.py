@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError as PydanticValidationError
 
+from service.api import quotas
 from service.api.deps import SessionDep, get_principal
 from service.api.schemas import ErrorRead, ImportCreate, ImportRead
 from service.auth import Principal
@@ -40,7 +41,12 @@ async def start_import(request: Request, principal: Principal, session) -> JSONR
     except PydanticValidationError as exc:
         err = exc.errors()[0]
         raise ValidationError(f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}") from None
-    check_source(body.source, request.app.state.settings.IMPORT_ALLOWED_PREFIXES)
+    settings = request.app.state.settings
+    check_source(body.source, settings.IMPORT_ALLOWED_PREFIXES)
+    # the size is known only once a worker lists the source: refuse now when not even a byte fits (413, as an
+    # upload); the worker checks the real size against what is left before downloading
+    quotas.check_storage(session, request.app.state.storage, settings, principal.team, incoming=1,
+                         what="a new import")
     row = imports_repo.create_import(session=session, team=principal.team, source=body.source, name=body.name,
                                      spec=body.spec)
     session.commit()

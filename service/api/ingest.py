@@ -50,7 +50,8 @@ def upload_allowance(request: Request, session: Session, storage: Storage, setti
         announced = max(int(request.headers.get("content-length") or 0) - FORM_OVERHEAD, 0)
     except ValueError:
         announced = 0
-    left = quotas.check_storage(session, storage, settings, team, incoming=announced)
+    # at least 1 byte: a full quota answers 413 even without a Content-Length (not the artifact's 507)
+    left = quotas.check_storage(session, storage, settings, team, incoming=max(announced, 1))
     session.rollback()  # end the read transaction: the upload may stream for minutes
     limit = settings.TEAM_MAX_STORAGE_BYTES
     if not limit:

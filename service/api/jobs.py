@@ -48,6 +48,7 @@ def job_read(job: Job, model: tuple[str, int] | None = None, status_detail: str 
         progress=Progress(**{k: progress[k] for k in ("epoch", "epochs", "fraction") if progress.get(k) is not None}),
         history=job.history or [], metrics=job.metrics or {}, error=job.error,
         cancel_requested=bool(job.cancel_requested), attempts=job.attempts or 0, status_detail=status_detail,
+        warnings=job.warnings or [],
         model=ModelRef(name=model[0], version=model[1]) if model else None,
         created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at,
     )
@@ -63,16 +64,31 @@ def waiting_detail(session: Session, jobs: list[Job], lease: int) -> dict[str, s
     active = [j for j in jobs if j.status in ACTIVE_STATUSES]
     if not active:
         return {}
-    alive = workers_repo.count_alive(session=session, lease_seconds=lease)
+    budgets = workers_repo.alive_budgets(session=session, lease_seconds=lease)
+    alive = len(budgets)
     out: dict[str, str] = {}
     for job in active:
         if job.status == JobStatus.QUEUED and alive == 0:
             out[job.id] = "waiting for a worker: none is alive"
+        elif job.status == JobStatus.QUEUED and (over := memory_wait(job, budgets)):
+            out[job.id] = over
         elif job.status == JobStatus.RUNNING and not workers_repo.is_alive(session=session, worker_id=job.worker,
                                                                    lease_seconds=lease):
             out[job.id] = (f"its worker stopped heartbeating; a live worker's reaper requeues it once the lease "
                            f"({lease} s) expires" + ("" if alive else " (waiting for a worker: none is alive)"))
     return out
+
+
+def memory_wait(job: Job, budgets: list[int | None]) -> str | None:
+    """Why a queued job waits when its estimate exceeds every live worker's memory budget; else None."""
+    need = job.memory_bytes
+    if need is None or any(b is None or b >= need for b in budgets):
+        return None
+    from service.ml.memory import fmt_bytes
+
+    return (f"waiting for a worker with a memory budget of at least {fmt_bytes(need)} (the job's estimated peak, "
+            f"{need} bytes): the {len(budgets)} live worker(s) have at most {fmt_bytes(max(budgets))} "
+            f"(HEADWISE_WORKER_MEMORY_BYTES); start a larger worker or lower training.batch_size")
 
 
 def _get(session: Session, job_id: str, principal: Principal) -> Job:
@@ -137,11 +153,19 @@ def _create_on_dataset(session: Session, storage: Storage, settings: Settings, b
     spec = resolve_spec(spec, table)  # unknown column, class not in data
     encode_labels(spec, table)  # DataError -> 422: wrong kinds, NaN/inf, naming row and column (not in the worker)
     params = init_from_params(session, team, spec)  # 404 / 422 naming spec.training.init_from
-    quotas.admit_job(session, storage, settings, team, spec, len(table.keys))  # 422 / 507 / 429
+    peak = quotas.admit_job(session, storage, settings, team, spec, len(table.keys))  # 422 / 507 / 429
     job = jobs_repo.create_job(session=session, team=team, dataset_id=dataset.id, model_name=body.model_name,
-                               spec=spec.to_json_dict(), params=params)
+                               spec=spec.to_json_dict(), params=params, warnings=audit_findings(spec, table),
+                               memory_bytes=peak)
     session.commit()  # the worker must find the row: enqueue only after the commit
     return job
+
+
+def audit_findings(spec, table) -> list[dict]:
+    """The audit's warnings for a job about to be created (stored on the job; they never block it)."""
+    from service.ml.data import audit
+
+    return audit(spec, table)["findings"]
 
 
 def _enqueue(session: Session, job: Job, enqueue) -> JSONResponse:

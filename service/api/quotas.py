@@ -10,16 +10,19 @@ from sqlalchemy.orm import Session
 
 from service.config import Settings
 from service.db import datasets as datasets_repo
+from service.db import imports as imports_repo
 from service.db import jobs as jobs_repo
 from service.db import registry as registry_repo
 from service.errors import InsufficientStorageError, PayloadTooLargeError, TooManyRequestsError
 from service.storage import Storage
 
 
-def storage_used(session: Session, storage: Storage, team: str) -> dict[str, int]:
-    """{"datasets": bytes of uploaded archives, "artifacts": bytes of model version files} of a team."""
+def storage_used(session: Session, storage: Storage, team: str, exclude_import: str | None = None) -> dict[str, int]:
+    """{"datasets": bytes of stored archives (uploaded or imported), "artifacts": bytes of model version files,
+    "imports": bytes of imports under way} of a team (`exclude_import`: the import asking)."""
     artifacts = sum(storage.tree_bytes(rel) for rel in registry_repo.team_artifact_paths(session=session, team=team))
-    return {"datasets": datasets_repo.team_dataset_bytes(session=session, team=team), "artifacts": artifacts}
+    return {"datasets": datasets_repo.team_dataset_bytes(session=session, team=team), "artifacts": artifacts,
+            "imports": imports_repo.team_in_flight_bytes(session=session, team=team, exclude=exclude_import)}
 
 
 def usage(session: Session, storage: Storage, settings: Settings, team: str) -> dict[str, Any]:
@@ -51,17 +54,18 @@ def check_active_jobs(session: Session, settings: Settings, team: str) -> None:
             f"(HEADWISE_TEAM_MAX_ACTIVE_JOBS): wait for one to finish or cancel one")
 
 
-def check_storage(session: Session, storage: Storage, settings: Settings, team: str, incoming: int = 0) -> int:
-    """Bytes the team may still store. incoming > 0 (an upload of that size): 413 when it does not fit;
+def check_storage(session: Session, storage: Storage, settings: Settings, team: str, incoming: int = 0, *,
+                  what: str = "this upload", exclude_import: str | None = None) -> int:
+    """Bytes the team may still store. incoming > 0 (an upload or import of that size): 413 when it does not fit;
     incoming == 0 (a job that will write an artifact): 507 when nothing is left. 0 limit -> a huge number."""
     limit = settings.TEAM_MAX_STORAGE_BYTES
     if not limit:
         return 2**62
-    used = sum(storage_used(session, storage, team).values())
+    used = sum(storage_used(session, storage, team, exclude_import).values())
     left = limit - used
     where = storage_detail(team, used, limit)
     if incoming > left:
-        raise PayloadTooLargeError(f"storage quota: {where}; this upload of {incoming} bytes does not fit "
+        raise PayloadTooLargeError(f"storage quota: {where}; {what} of {incoming} bytes does not fit "
                                    f"({max(left, 0)} bytes left): delete datasets or model versions first")
     if incoming == 0 and left <= 0:
         raise InsufficientStorageError(f"storage quota: {where}; a new model version would not fit: "
@@ -70,7 +74,7 @@ def check_storage(session: Session, storage: Storage, settings: Settings, team: 
 
 
 def storage_detail(team: str, used: int, limit: int) -> str:
-    return (f"team '{team}' stores {used} bytes (datasets + artifacts); the limit is {limit} "
+    return (f"team '{team}' stores {used} bytes (datasets + artifacts + imports under way); the limit is {limit} "
             f"(HEADWISE_TEAM_MAX_STORAGE_BYTES)")
 
 
@@ -106,20 +110,23 @@ def memory_estimate(spec: Any, num_samples: int, settings: Settings) -> dict[str
             memory.largest_batch_size(spec, num_samples, budget, device=device)}
 
 
-def check_memory(spec: Any, num_samples: int, settings: Settings) -> None:
-    """422 (MemoryBudgetError, a SpecError) when the estimated peak exceeds WORKER_MEMORY_BYTES."""
+def check_memory(spec: Any, num_samples: int, settings: Settings) -> int:
+    """The estimated peak (bytes); 422 (MemoryBudgetError, a SpecError) when it exceeds WORKER_MEMORY_BYTES."""
     from service.ml import memory
 
-    error = memory.budget_message(spec, num_samples, settings.WORKER_MEMORY_BYTES,
-                                  device=train_device(spec, settings))
+    device = train_device(spec, settings)
+    error = memory.budget_message(spec, num_samples, settings.WORKER_MEMORY_BYTES, device=device)
     if error is not None:
         raise error
+    return memory.estimate(spec, num_samples, device=device).total
 
 
-def admit_job(session: Session, storage: Storage, settings: Settings, team: str, spec: Any, num_samples: int) -> None:
+def admit_job(session: Session, storage: Storage, settings: Settings, team: str, spec: Any, num_samples: int) -> int:
     """Every check a new job passes before its row is written: epochs x samples and memory (422), the team's
-    storage (507) and active jobs (429, taking the team's lock until the transaction ends)."""
+    storage (507) and active jobs (429, taking the team's lock until the transaction ends). Returns the
+    estimated peak memory (stored on the job: a worker claims it only within its own budget)."""
     check_job_size(spec, num_samples, settings)
-    check_memory(spec, num_samples, settings)
+    peak = check_memory(spec, num_samples, settings)
     check_storage(session, storage, settings, team)
     check_active_jobs(session, settings, team)
+    return peak

@@ -37,9 +37,9 @@ def _client(args: argparse.Namespace) -> Client:
 
 def _print_json(data: Any) -> None:
     if isinstance(data, list):
-        data = [d.model_dump(mode="json") if hasattr(d, "model_dump") else d for d in data]
+        data = [d.model_dump(mode="json", by_alias=True) if hasattr(d, "model_dump") else d for d in data]
     elif hasattr(data, "model_dump"):
-        data = data.model_dump(mode="json")
+        data = data.model_dump(mode="json", by_alias=True)
     print(json.dumps(data, indent=2, default=str))
 
 
@@ -79,8 +79,15 @@ def cmd_datasets_ls(args: argparse.Namespace) -> int:
 def cmd_datasets_audit(args: argparse.Namespace) -> int:
     spec = json.loads(Path(args.spec).read_text())
     with _client(args) as c:
-        _print_json(c.audit(args.dataset_id, spec))
-    return 0
+        result = c.audit(args.dataset_id, spec)
+    _print_json(result)
+    for w in result.warnings:  # the summary a person reads (stderr: stdout stays one JSON document)
+        print(f"warning: {w.message}", file=sys.stderr)
+    for e in [*result.spec_errors, *result.limit_errors]:
+        print(f"error: {e}", file=sys.stderr)
+    print("fits: POST /v1/jobs would accept this spec" if result.fits else
+          "does not fit: POST /v1/jobs would refuse this spec (422)", file=sys.stderr)
+    return 0 if result.fits else 1
 
 
 def cmd_datasets_rm(args: argparse.Namespace) -> int:

@@ -42,3 +42,14 @@ def finish(*, session: Session, import_id: str, status: str, error: str | None =
            dataset_id: str | None = None) -> None:
     session.execute(update(DatasetImport).where(DatasetImport.id == import_id, DatasetImport.status == "running")
                     .values(status=status, error=error, dataset_id=dataset_id, finished_at=db_clock(session)))
+
+
+IN_FLIGHT = ("queued", "running")
+
+
+def team_in_flight_bytes(*, session: Session, team: str, exclude: str | None = None) -> int:
+    """Bytes of a team's imports still under way (progress["bytes"], known once the worker has listed the
+    source): they count in the TEAM_MAX_STORAGE_BYTES quota until the import's dataset row replaces them."""
+    rows = session.execute(select(DatasetImport.id, DatasetImport.progress)
+                           .where(DatasetImport.team == team, DatasetImport.status.in_(IN_FLIGHT))).all()
+    return sum(int((progress or {}).get("bytes") or 0) for row_id, progress in rows if row_id != exclude)

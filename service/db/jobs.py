@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, true, update
 from sqlalchemy.orm import Session
 
 from service.db.base import db_clock
@@ -51,10 +51,12 @@ def request_job_cancel(*, session: Session, job_id: str) -> bool:
 
 def create_job(
     *, session: Session, team: str, dataset_id: str | None, model_name: str, spec: dict[str, Any],
-    kind: str = "train", params: dict[str, Any] | None = None,
+    kind: str = "train", params: dict[str, Any] | None = None, warnings: list[dict[str, Any]] | None = None,
+    memory_bytes: int | None = None,
 ) -> Job:
     job = Job(team=team, dataset_id=dataset_id, model_name=model_name, spec=spec, status=JobStatus.QUEUED,
-              progress={}, history=[], metrics={}, cancel_requested=False, attempts=0, kind=kind, params=params)
+              progress={}, history=[], metrics={}, cancel_requested=False, attempts=0, kind=kind, params=params,
+              warnings=warnings, memory_bytes=memory_bytes)
     session.add(job)
     session.flush()
     return job
@@ -84,37 +86,51 @@ def claim_job(*, session: Session, job_id: str, worker: str) -> Job | None:
     ).scalar_one()
 
 
-def next_fair_job(*, session: Session) -> str | None:
+def fits(budget: int | None):
+    """The jobs a worker with this memory budget may claim (no budget: every job)."""
+    if budget is None:
+        return true()
+    return or_(Job.memory_bytes.is_(None), Job.memory_bytes <= budget)
+
+
+def next_fair_job(*, session: Session, budget: int | None = None) -> str | None:
     """The queued job to run next, fair across teams: the team served least recently first (a team never served
-    before comes first; "served" = the latest start of any of its jobs), then that team's oldest job."""
+    before comes first; "served" = the latest start of any of its jobs), then that team's oldest job. Only jobs
+    whose estimated peak memory fits `budget` (the claiming worker's)."""
     served = (
         select(Job.team.label("team"), func.max(Job.started_at).label("served"))
         .where(Job.started_at.is_not(None)).group_by(Job.team).subquery()
     )
     stmt = (
         select(Job.id).outerjoin(served, served.c.team == Job.team)
-        .where(Job.status == JobStatus.QUEUED, Job.cancel_requested.is_(False))
+        .where(Job.status == JobStatus.QUEUED, Job.cancel_requested.is_(False), fits(budget))
         .order_by(served.c.served.is_not(None), served.c.served, Job.created_at, Job.id).limit(1)
     )
     return session.execute(stmt).scalar_one_or_none()
 
 
-def claim_next_job(*, session: Session, delivered: str, worker: str, tries: int = 5) -> Job | None:
-    """A delivery is a doorbell: claim the fairest queued job (next_fair_job), not necessarily the delivered one.
-    Every queued job has one message, so every job still gets claimed once. A delivered job whose cancel was
-    requested ends cancelled here. None when nothing is claimable."""
+def claim_next_job(*, session: Session, delivered: str, worker: str, tries: int = 5,
+                   budget: int | None = None) -> Job | None:
+    """A delivery is a doorbell: claim the fairest queued job (next_fair_job) that fits the worker's memory
+    `budget`, not necessarily the delivered one. Every queued job has one message, so every job still gets claimed
+    once. A delivered job whose cancel was requested ends cancelled here. None when nothing is claimable."""
     session.execute(
         update(Job).where(Job.id == delivered, Job.status == JobStatus.QUEUED, Job.cancel_requested.is_(True))
         .values(status=JobStatus.CANCELLED, finished_at=db_clock(session))
     )
     for _ in range(tries):  # another worker may win the candidate between the pick and the claim
-        job_id = next_fair_job(session=session)
+        job_id = next_fair_job(session=session, budget=budget)
         if job_id is None:
             return None
         job = claim_job(session=session, job_id=job_id, worker=worker)
         if job is not None:
             return job
     return None
+
+
+def job_memory(*, session: Session, job_id: str) -> int | None:
+    """A job's estimated peak memory (bytes) as stored at creation."""
+    return session.execute(select(Job.memory_bytes).where(Job.id == job_id)).scalar_one_or_none()
 
 
 def count_team_active_jobs(*, session: Session, team: str) -> int:

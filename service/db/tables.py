@@ -80,6 +80,10 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # the audit's warnings at creation (sparse heads, gates without gated labels, ...): shown, never blocking
+    warnings: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    # estimated peak training memory at creation (service/ml/memory.py): a worker claims it only within its budget
+    memory_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class RegisteredModel(Base):
@@ -158,6 +162,10 @@ class Worker(Base):
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     last_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
     stopped_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # reported with every heartbeat: HEADWISE_WORKER_MEMORY_BYTES as this worker resolved it, and the resident
+    # memory of its process tree (main process + pool children)
+    memory_budget_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    memory_used_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class DatasetImport(Base):

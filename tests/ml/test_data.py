@@ -426,8 +426,8 @@ def test_audit_exact(make_zip_dataset):
     assert tasks["size_known"]["gate_violations"] == 1
     assert tasks["whisker"]["gate_violations"] == 2  # row 3 (own gate false) and row 5 (category none, chained)
     w = result["warnings"]
-    assert "task 'category': class 'cat' has only 1 sample(s)" in w
-    assert "task 'size': 1 label(s) where the gate 'category' is known negative; they are ignored in training" in w
+    assert ("task 'size' (column 'size'): 1 label(s) where the gate 'category' is known negative; they are "
+            "ignored in training") in w
 
 
 def test_audit_reports_spec_and_label_errors_without_raising(make_zip_dataset):
@@ -443,7 +443,7 @@ def test_audit_reports_spec_and_label_errors_without_raising(make_zip_dataset):
     assert "labels.csv row 1, column 'age': '2' is not a valid boolean" in result["label_errors"]
     sparse = audit(spec_of(AGE), read_table(make_zip_dataset(
         [{"image": f"{k}.png", "age": "1" if k == 0 else None} for k in range(6)], name="s.zip")))
-    assert "task 'age': only 1 of 6 samples (16.7%) are labelled" in sparse["warnings"]
+    assert "task 'age' (column 'age'): only 1 of 6 rows (16.7%) are labelled" in sparse["warnings"]
 
 
 def test_load_training_data(make_zip_dataset, tmp_path):

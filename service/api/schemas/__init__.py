@@ -25,6 +25,7 @@ from service.api.schemas.base import (
 )
 from service.api.schemas.datasets import (
     AuditCreate,
+    AuditFinding,
     AuditRead,
     DatasetCreated,
     DatasetList,
@@ -92,6 +93,7 @@ __all__ = [
     "AliasRead",
     "AliasSet",
     "AuditCreate",
+    "AuditFinding",
     "AuditRead",
     "AuditSpecJson",
     "BatchPredictionCreate",

@@ -35,6 +35,10 @@ class WorkerRead(BaseModel):
     queues: list[str]
     device: str
     current_job: str | None = None  # shown for the caller's team (root: every team)
+    memory_budget_bytes: int | None = Field(default=None, description="HEADWISE_WORKER_MEMORY_BYTES as the worker "
+                                            "resolved it: it claims only jobs whose estimate fits")
+    memory_used_bytes: int | None = Field(default=None, description="resident memory of the worker's processes "
+                                          "at its last heartbeat")
     alive: bool
     started_at: Timestamp
     last_seen_at: Timestamp
@@ -54,8 +58,10 @@ class QuotaUse(BaseModel):
 
 
 class StorageUse(QuotaUse):
-    datasets: int = Field(description="bytes of uploaded dataset archives")
+    datasets: int = Field(description="bytes of stored dataset archives (uploaded or imported)")
     artifacts: int = Field(description="bytes of model version files")
+    imports: int = Field(default=0, description="bytes of dataset imports under way (known once a worker has "
+                                                "listed the source)")
 
 
 class UsageRead(BaseModel):
@@ -63,4 +69,5 @@ class UsageRead(BaseModel):
     active_jobs: QuotaUse
     storage_bytes: StorageUse
     job_sample_epochs: QuotaUse
-    worker_memory_bytes: QuotaUse
+    worker_memory_bytes: QuotaUse = Field(description="this API's budget (the 422 at job creation); each worker's "
+                                                      "own budget is in GET /v1/workers")

@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
+from service.api.schemas.datasets import AuditFinding
 from service.api.schemas.base import (
     NAME_PATTERN,
     Page,
@@ -57,6 +58,7 @@ class JobRead(BaseModel):
     attempts: int
     # queued/running jobs only: set while no live worker can take it on (e.g. "waiting for a worker: none alive")
     status_detail: str | None = None
+    warnings: list[AuditFinding] = Field(default=[], description="the audit's warnings at creation")
     model: ModelRef | None = None
     created_at: Timestamp
     started_at: Timestamp | None

@@ -21,8 +21,6 @@ from service.ml.data.table import MAX_SUMMARY_VALUES, Table, as_bool, as_number,
 from service.ml.spec import Spec, SpecError
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
-SPARSE_FRACTION = 0.2  # audit warns below this labelled fraction
-RARE_CLASS = 5  # audit warns for classes with fewer samples
 MAX_ERRORS = 20  # per list in audit results
 
 
@@ -112,32 +110,36 @@ def encode_labels(spec: Spec, table: Table) -> dict[str, Labels]:
 # ------------------------------------------------------------------------------------------------ audit
 
 
-def _known_negative(spec: Spec, table: Table) -> dict[str, np.ndarray]:
-    """Per task: bool (N,) where its gate chain is known negative, from the labels (invalid ones as missing)."""
+def _audit_labels(spec: Spec, table: Table) -> dict[str, Labels]:
+    """Per task: its labels as the trainer encodes them, invalid values counted as missing."""
     n = len(table)
-    values, masks = {}, {}
+    out: dict[str, Labels] = {}
     for t in spec.tasks:
         try:
-            labels = t.head.encode(t, table.columns.get(t.source, [None] * n), table, strict=False)
+            out[t.name] = t.head.encode(t, table.columns.get(t.source, [None] * n), table, strict=False)
         except (ValueError, TypeError, AttributeError):  # classes unknown (the spec did not resolve)
-            labels = Labels(np.zeros(n), np.zeros(n, dtype=bool))
-        values[t.name], masks[t.name] = labels.values, labels.mask
-    return gating.known_negative(spec, values, masks)
+            out[t.name] = Labels(np.zeros(n), np.zeros(n, dtype=bool))
+    return out
 
 
 def audit(spec: Spec, table: Table) -> dict:
     """Coverage per task against the data, without training. Never raises for spec/data mismatches:
     {"num_samples", "tasks": {name: {"column", "type", "labelled", "fraction", "class_counts" | "mean", "std",
-    "min", "max", "invalid", "gate_violations"}}, "warnings", "spec_errors", "label_errors"}."""
+    "min", "max", "invalid", "gate_violations"}}, "warnings", "findings", "spec_errors", "label_errors"}.
+    `findings` are the audit's own warnings as objects ({"code", "task", "column", "class"?, "message"}; codes in
+    service/ml/audit_checks.py); `warnings` holds their messages after the dataset's own warnings."""
+    from service.ml import audit_checks
+
     n = len(table)
-    result: dict = {"num_samples": n, "tasks": {}, "warnings": list(table.warnings), "spec_errors": [],
-                    "label_errors": []}
+    result: dict = {"num_samples": n, "tasks": {}, "warnings": list(table.warnings), "findings": [],
+                    "spec_errors": [], "label_errors": []}
     try:
         spec = resolve_spec(spec, table)
     except SpecError as exc:
         result["spec_errors"] = list(exc.errors)
-    negative = _known_negative(spec, table)
-    warnings = result["warnings"]
+    labels = _audit_labels(spec, table)
+    negative = gating.known_negative(spec, {k: v.values for k, v in labels.items()},
+                                     {k: v.mask for k, v in labels.items()})
     for task in spec.tasks:
         values = table.columns.get(task.source)
         if values is None:
@@ -149,22 +151,12 @@ def audit(spec: Spec, table: Table) -> dict:
         mask = np.fromiter((v is not None for v in values), dtype=bool, count=n)
         info["gate_violations"] = int((mask & negative[task.name]).sum()) if task.gate is not None else 0
         result["tasks"][task.name] = info
-        _warn(warnings, task, info, n)
+    findings = audit_checks.coverage(spec, result["tasks"], n)
+    if not result["spec_errors"]:  # the split and the gates need a resolved spec
+        findings += audit_checks.split_checks(spec, labels, n)
+    result["findings"] = findings
+    result["warnings"] += [f["message"] for f in findings]
     return result
-
-
-def _warn(warnings: list[str], task, info: dict, n: int) -> None:
-    if info["labelled"] == 0:
-        warnings.append(f"task '{task.name}': no labelled samples")
-    elif info["fraction"] < SPARSE_FRACTION:
-        warnings.append(f"task '{task.name}': only {info['labelled']} of {n} samples "
-                        f"({100 * info['fraction']:.1f}%) are labelled")
-    for c, count in info.get("class_counts", {}).items():
-        if count < RARE_CLASS and info["labelled"]:
-            warnings.append(f"task '{task.name}': class '{c}' has only {count} sample(s)")
-    if info["gate_violations"]:
-        warnings.append(f"task '{task.name}': {info['gate_violations']} label(s) where the gate "
-                        f"'{task.gate.task}' is known negative; they are ignored in training")
 
 
 def load_training_data(spec: Spec, path: Path, cache_dir: Path, limits: Limits | None = None

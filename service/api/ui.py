@@ -21,6 +21,11 @@ TEMPLATES = Jinja2Templates(directory=str(HERE / "templates"))
 STATIC = HERE / "static"
 MEDIA_TYPES = {".js": "text/javascript", ".css": "text/css", ".png": "image/png", ".svg": "image/svg+xml"}
 TABS = [("datasets", "Datasets"), ("jobs", "Jobs"), ("models", "Models"), ("try", "Try it")]
+# the spec builder's key settings (spec path, label); empty = the server's default
+SPEC_FIELDS = [("training.epochs", "epochs"), ("training.batch_size", "batch size"),
+               ("training.learning_rate", "learning rate"), ("training.val_fraction", "validation fraction"),
+               ("training.seed", "seed"), ("model.image_size", "image size"), ("model.width", "width"),
+               ("model.depth", "depth")]
 CSP = ("default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; "
        "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
 
@@ -43,7 +48,7 @@ def static_url(name: str) -> str:
 @router.get("/ui", response_class=HTMLResponse)
 def dashboard(request: Request) -> HTMLResponse:
     context = {"tabs": TABS, "version": _version(), "docs_url": "/docs", "api_root": "/v1",
-               "static_url": static_url, "job_statuses": json.dumps([s.value for s in JobStatus]),
+               "static_url": static_url, "spec_fields": SPEC_FIELDS, "job_statuses": json.dumps([s.value for s in JobStatus]),
                "terminal_statuses": json.dumps(sorted(TERMINAL_STATUSES))}
     response = TEMPLATES.TemplateResponse(request, "ui.html", context)
     response.headers["Content-Security-Policy"] = CSP

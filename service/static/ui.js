@@ -54,16 +54,23 @@ async function apiError(r) {
   try { const b = await r.json(); kind = b.error || kind; detail = typeof b.detail === "string" ? b.detail : JSON.stringify(b.detail); } catch (_) { /* not JSON */ }
   return new ApiError(r.status, kind, detail);
 }
+class StaleError extends Error {}  // the answer belongs to a key no longer in use: dropped, never shown
 async function api(path, opts = {}) {
-  const headers = Object.assign({ Authorization: `Bearer ${key()}` }, opts.headers || {});
+  const used = key();
+  const headers = Object.assign({ Authorization: `Bearer ${used}` }, opts.headers || {});
   const r = await fetch(path, Object.assign({}, opts, { headers }));
+  if (key() !== used) throw new StaleError("the key changed");
+  if (r.status === 401) clearView();
   if (!r.ok) throw await apiError(r);
   if (opts.raw) return r;
   const text = await r.text();
   return text ? JSON.parse(text) : null;
 }
 async function guarded(fn) {
-  try { return await fn(); } catch (e) { toast(e.message || String(e)); console.error(e); return undefined; }
+  try { return await fn(); } catch (e) {
+    if (e instanceof StaleError) return undefined;
+    toast(e.message || String(e)); console.error(e); return undefined;
+  }
 }
 const items = (body) => (Array.isArray(body) ? body : (body && body.items) || []);
 function fill(tbody, rows) { tbody.replaceChildren(...rows); }
@@ -90,6 +97,25 @@ async function checkKey() {
     status.className = e.status === 403 ? "muted" : "error";
     return e.status === 403;
   }
+}
+
+// Everything shown was fetched with one key: a new, forgotten or rejected (401) key clears it all, so nothing
+// of the previous key's view (datasets, jobs, models, versions, predictions) stays on screen.
+function clearView() {
+  if (state.stream) state.stream.abort();
+  Object.assign(state, { datasets: [], jobs: [], models: [], job: null, stream: null, epochs: [] });
+  for (const url of state.objectUrls.splice(0)) URL.revokeObjectURL(url);
+  for (const tbody of document.querySelectorAll("main table.list tbody")) tbody.replaceChildren();
+  for (const id of ["#dataset-detail", "#job-detail", "#model-detail", "#version-detail", "#job-curves"]) $(id).hidden = true;
+  for (const id of ["#audit-result", "#try-results", "#job-baselines", "#version-plots", "#evaluation-plots", "#model-aliases", "#job-dataset", "#try-model"]) {
+    $(id).replaceChildren();
+  }
+  $("#try-version").replaceChildren(el("option", { value: "" }, "latest"));
+  $("#job-curves").removeAttribute("src");
+  for (const id of ["#job-spec", "#audit-spec"]) $(id).value = "";
+  state.autoSpec = "";
+  drawChart();
+  document.dispatchEvent(new Event("headwise:cleared"));  // for the views in other files (spec form, comparison)
 }
 
 // ----------------------------------------------------------------------------------------------- datasets
@@ -154,6 +180,7 @@ function syncJobSpec() {
   if (!d || (area.value.trim() && area.value !== state.autoSpec)) return;
   state.autoSpec = JSON.stringify(specFromColumns(d.columns), null, 2);
   area.value = state.autoSpec;
+  area.dispatchEvent(new Event("input"));  // the spec form follows the JSON (spec_form.js)
 }
 async function loadJobs() {
   state.jobs = items(await api("/v1/jobs?limit=100"));
@@ -174,6 +201,8 @@ async function showJob(id) {
   if (!state.job || state.job.id !== id) $("#job-curves").hidden = true;
   state.job = job;
   state.epochs = [];
+  // a toast announces only a transition seen live: this view must have seen the job not yet finished
+  state.sawActive = !TERMINAL.has(job.status);
   $("#job-detail").hidden = false;
   $("#job-title").textContent = `${job.model_name} · ${job.id}`;
   setJobStatus(job);
@@ -212,12 +241,14 @@ function onJobEvent(type, data) {
     return false;
   }
   if (type === "status") {
+    if (!TERMINAL.has(data.status)) state.sawActive = true;
     Object.assign(job, { status: data.status, error: data.error, progress: data.progress || job.progress, metrics: data.metrics || job.metrics });
     setJobStatus(job);
     if (TERMINAL.has(data.status)) {
       loadJobs().catch(() => {});
       if (state.epochs.length) guarded(() => imageInto($("#job-curves"), `/v1/jobs/${job.id}/plots/curves.png`));
-      if (data.status === "succeeded") { loadModels().catch(() => {}); toast(`job ${job.id} succeeded`, "info"); }
+      if (data.status === "succeeded") loadModels().catch(() => {});
+      if (state.sawActive) toast(`job ${job.id} ${data.status}`, data.status === "succeeded" ? "info" : "error");
       return true;
     }
   }
@@ -329,6 +360,7 @@ async function streamEvents(jobId, onEvent, signal) {
       }
     } catch (e) {
       if (signal.aborted) return;
+      if (e instanceof ApiError && e.status === 401) { clearView(); toast(e.message); return; }
       if (e instanceof ApiError && e.status < 500) { toast(e.message); return; }
     }
     await sleep(1000);
@@ -511,7 +543,7 @@ async function predict(ev) {
 }
 
 // ----------------------------------------------------------------------------------------------- wiring
-const loaders = { datasets: loadDatasets, jobs: async () => { await loadDatasets(); await loadJobs(); }, models: loadModels, try: loadModels };
+const loaders = { datasets: loadDatasets, jobs: async () => { loadCapabilities().catch(() => {}); await loadDatasets(); await loadJobs(); }, models: loadModels, try: loadModels };
 function activate(tab, load = true) {
   for (const b of document.querySelectorAll("nav .tab")) b.classList.toggle("active", b.dataset.tab === tab);
   for (const s of document.querySelectorAll("main .panel")) s.hidden = s.id !== `tab-${tab}`;
@@ -524,10 +556,12 @@ document.addEventListener("DOMContentLoaded", () => {
   $("#key-input").value = key();
   $("#key-form").addEventListener("submit", async (e) => {
     e.preventDefault();
-    sessionStorage.setItem(KEY_STORE, $("#key-input").value.trim());
+    const next = $("#key-input").value.trim();
+    if (next !== key()) clearView();
+    sessionStorage.setItem(KEY_STORE, next);
     if (await checkKey()) activate(currentTab());
   });
-  $("#key-forget").addEventListener("click", () => { sessionStorage.removeItem(KEY_STORE); $("#key-input").value = ""; checkKey(); });
+  $("#key-forget").addEventListener("click", () => { sessionStorage.removeItem(KEY_STORE); $("#key-input").value = ""; clearView(); checkKey(); });
   for (const b of document.querySelectorAll("nav .tab")) b.addEventListener("click", () => activate(b.dataset.tab));
   $("#upload-form").addEventListener("submit", (e) => { e.preventDefault(); guarded(async () => {
     const form = new FormData();
@@ -552,6 +586,7 @@ document.addEventListener("DOMContentLoaded", () => {
     await activate("jobs");
     $("#job-dataset").value = id;
     $("#job-spec").value = spec;
+    $("#job-spec").dispatchEvent(new Event("input"));
   }));
   $("#job-dataset").addEventListener("change", syncJobSpec);
   $("#job-form").addEventListener("submit", (e) => { e.preventDefault(); guarded(async () => {

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.contract.conftest import WRITER_SCOPES
-from tests.ui.test_browser import browser  # noqa: F401 - the real-Chromium fixture (skips/fails like it)
+from tests.ui.conftest import browser  # noqa: F401 - the real-Chromium fixture (skips/fails like it)
 
 pytestmark = pytest.mark.slow
 

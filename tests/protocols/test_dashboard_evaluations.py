@@ -8,8 +8,7 @@ import time
 import httpx
 import pytest
 
-from tests.ui.conftest import live, tiny_spec  # noqa: F401 - fixtures
-from tests.ui.test_browser import browser, page  # noqa: F401 - fixtures
+from tests.ui.conftest import browser, live, page, tiny_spec  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.slow
 

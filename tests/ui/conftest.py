@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -78,6 +80,47 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
         if live_server is not None:
             for title, text in live_server.log_sections():
                 report.sections.append((title, text))
+
+
+# ------------------------------------------------------------------------------------ a real browser
+CHROMIUM = os.environ.get("HEADWISE_CHROMIUM", "/usr/bin/chromium")
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--disable-dev-shm-usage"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's Chromium driven by Playwright, one per test module (skipped without it, except in CI)."""
+    from tests.conftest import unavailable
+
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        unavailable("playwright is not installed (pip install playwright)")
+    path = CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium")
+    if not path:
+        unavailable(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=path, args=ARGS, headless=True)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture
+def page(browser, live):
+    """A fresh browser context on the live server; page.errors collects page errors and console errors."""
+    # bypass_csp: Playwright evaluates its wait_for_function predicates with eval, which the page CSP forbids
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=live.url, bypass_csp=True)
+    pg = context.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda exc: errors.append(str(exc)))
+    pg.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    pg.errors = errors
+    yield pg
+    context.close()
 
 
 def tiny_spec(epochs: int = 4) -> dict:

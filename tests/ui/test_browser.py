@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
 import zipfile
 from pathlib import Path
 
@@ -18,45 +17,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import unavailable
 from tests.ui.conftest import tiny_spec
 
 pytestmark = pytest.mark.slow
-CHROMIUM = os.environ.get("HEADWISE_CHROMIUM", "/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--disable-dev-shm-usage"]
 EPOCHS = 4
-
-
-@pytest.fixture(scope="module")
-def browser():
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        unavailable("playwright is not installed (pip install playwright)")
-    path = CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium")
-    if not path:
-        unavailable(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=path, args=ARGS, headless=True)
-        try:
-            yield b
-        finally:
-            b.close()
-
-
-@pytest.fixture
-def page(browser, live):
-    # bypass_csp: Playwright evaluates its wait_for_function predicates with eval, which the page CSP forbids
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=live.url, bypass_csp=True)
-    pg = context.new_page()
-    errors: list[str] = []
-    pg.on("pageerror", lambda exc: errors.append(str(exc)))
-    pg.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-    pg.errors = errors
-    yield pg
-    context.close()
 
 
 def blank_check(png: bytes) -> None:

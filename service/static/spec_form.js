@@ -185,6 +185,21 @@ function formToSpec() {
   $("#job-spec").value = JSON.stringify(spec, null, 2);
 }
 
+// A renamed head stays the gate of the heads it gated (before formToSpec, the spec still has the old name).
+function renameHead(input) {
+  const tasks = Array.isArray(specForm.spec.tasks) ? specForm.spec.tasks : [];
+  // the last non-empty name: typing a new name over a cleared field still carries the gates along
+  const before = input.dataset.was || (tasks[Number(input.closest(".head-row").dataset.index)] || {}).name;
+  const now = input.value.trim();
+  if (before && now && before !== now) {
+    for (const gate of document.querySelectorAll("#spec-heads [data-field=gate]")) {
+      if (gate.value === before) { gate.append(option(now, now, true)); gate.value = now; }
+    }
+  }
+  input.dataset.was = now || before || "";
+  refreshHeadOptions();
+}
+
 function addHead() {
   const d = state.datasets.find((x) => x.id === $("#job-dataset").value);
   const used = new Set([...document.querySelectorAll("#spec-heads [data-field=name]")].map((i) => i.value.trim()));
@@ -209,7 +224,7 @@ document.addEventListener("DOMContentLoaded", () => {
   const builder = $("#spec-builder");
   builder.addEventListener("input", (e) => {
     if (e.target.matches("select")) return;  // selects: on change
-    if (e.target.matches("[data-field=name]")) refreshHeadOptions();
+    if (e.target.matches("[data-field=name]")) renameHead(e.target);
     formToSpec();
   });
   builder.addEventListener("change", (e) => {

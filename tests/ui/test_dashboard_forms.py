@@ -118,6 +118,11 @@ def test_spec_form_toast_narrow_and_key_change(live, page, tmp_path: Path) -> No
     assert spec_json(page)["tasks"][4]["gate"] == {"task": "is_big"}
     page.click("#spec-heads .head-row:nth-child(5) .remove-head")
     assert spec_json(page) == built
+    page.fill(head(page, 0, "name"), "")  # a renamed gate head stays the gate, even typed over a cleared field
+    page.fill(head(page, 0, "name"), "shape")
+    assert spec_json(page)["tasks"][2]["gate"]["task"] == "shape"
+    page.fill(head(page, 0, "name"), "category")
+    assert spec_json(page) == built
 
     # JSON -> form, keeping what the form does not show (loss parameters)
     edited = json.loads(json.dumps(built))

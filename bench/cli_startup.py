@@ -1,6 +1,6 @@
 """Client CLI start-up: `headwise --help` and `headwise jobs ls` (against a real `headwise serve --no-worker`),
 each against the raw floor measured in the same run: a bare interpreter (`python -c pass`) and a bare httpx GET
-of /v1/jobs (the least `jobs ls` can do). Wall time of the whole process, rounds interleaved.
+of /v1/jobs (the least `jobs ls` can do; like `headwise`, it skips httpx's own CLI module). Wall time of the whole process, rounds interleaved.
 
     python bench/cli_startup.py [--rounds 15] [--json bench/results/cli_startup.json]
 """
@@ -68,7 +68,9 @@ def main() -> None:
                                   stderr=subprocess.DEVNULL)
         try:
             _wait_healthy(f"http://127.0.0.1:{port}", server)
-            raw_get = (f"import httpx; r = httpx.get('http://127.0.0.1:{port}/v1/jobs', headers={{'Authorization': "
+            # the floor skips httpx's own command-line module as `headwise` does (service/cli.py main)
+            raw_get = (f"import sys; sys.modules['httpx._main'] = None; "
+                       f"import httpx; r = httpx.get('http://127.0.0.1:{port}/v1/jobs', headers={{'Authorization': "
                        f"'Bearer {KEY}'}}); r.raise_for_status(); print(r.text)")
             variants = {
                 "python -c pass (floor)": [sys.executable, "-c", "pass"],

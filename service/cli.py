@@ -10,16 +10,16 @@ import argparse
 import json
 import os
 import signal
-import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from service.domain import DEFAULT_TEAM
-from service.supervisor import WorkerSupervisor
 
 if TYPE_CHECKING:  # the parser and --help load no server module: settings are read by the commands that use them
+    import subprocess
+
     from service.config import Settings
 
 WORKER_APP = "worker.app:app"
@@ -67,6 +67,8 @@ def worker_env(settings: Settings) -> dict[str, str]:
 
 def stop_process(proc: subprocess.Popen, timeout: float = 15.0) -> None:
     """SIGTERM (Celery: warm shutdown), then kill after timeout."""
+    import subprocess
+
     if proc.poll() is not None:
         return
     proc.send_signal(signal.SIGTERM)
@@ -88,6 +90,8 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
 
 
 def start_worker(settings: Settings) -> subprocess.Popen:
+    import subprocess
+
     preexec = _die_with_parent if sys.platform.startswith("linux") else None
     return subprocess.Popen(worker_command(), env=worker_env(settings), preexec_fn=preexec)
 
@@ -132,6 +136,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings.DATA_DIR.mkdir(parents=True, exist_ok=True)
     run_migrations(settings.DATABASE_URL)
     key = ensure_admin_key(settings)
+    from service.supervisor import WorkerSupervisor
+
     worker = None if args.no_worker else WorkerSupervisor(lambda: start_worker(settings), stop_process).start()
     # uvicorn re-raises SIGTERM after its graceful shutdown: turn it into SystemExit so `finally` stops the worker
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
@@ -306,6 +312,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # httpx imports its own command-line tool (httpx._main: click, rich, pygments) whenever those packages are
+    # installed; this process never runs it, and leaving it out saves about half of httpx's import time on every
+    # client command (bench/cli_startup.py). A None entry makes that import fail, which httpx handles.
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
     args = build_parser().parse_args(argv)
     return int(args.func(args) or 0)
 

@@ -234,6 +234,19 @@ def test_keys_and_scopes_are_those_of_v1(server, client):
     assert client.infer("shapes", [bytes_input([png()], True)], headers=bearer(server, "predict_only"))
 
 
+def test_the_authorization_header_is_read_as_v1_reads_it(server):
+    key = server.keys["alpha"]
+    expected = {f"Bearer {key}": 200, f"bearer {key}": 200, f"Bearer  {key}": 200, f"Basic {key}": 401,
+                "Bearer": 401, "Bearer hw_not_a_key": 401, key: 401}
+    for header, status in expected.items():
+        v1 = httpx.get(f"{server.url}/v1/models/shapes", headers={"Authorization": header})
+        v2 = httpx.get(f"{server.url}/v2/models/shapes", headers={"Authorization": header})
+        assert (v1.status_code, v2.status_code) == (status, status), header
+        if status == 401:  # each in its own error format
+            assert v1.json()["error"] == "Unauthorized" and isinstance(v2.json()["error"], str)
+            assert set(v2.json()) == {"error"} and v2.headers.get("www-authenticate") == "Bearer"
+
+
 def test_compressed_requests_and_the_image_limit(server, client, example_pngs):
     plain = client.infer("shapes", [bytes_input(example_pngs[:2], True)], model_version="1", headers=bearer(server))
     for algorithm in ("gzip", "deflate"):

@@ -6,9 +6,10 @@
   GET  /v2/models/{name}[/versions/{v}]/ready    model ready                     scope models:read or predict
   POST /v2/models/{name}[/versions/{v}]/infer    inference                       scope predict
 
-Same bearer keys as /v1; another team's model is 404. Without a version the latest is used. Inference runs through
-the SAME path as /v1 predict (service.api.predict.run_images: the version's micro-batcher and runtime); tensors
-are mapped by service.api.v2.heads, bodies by service.api.v2.codec. Errors are the protocol's {"error": "..."}:
+Same bearer keys and scope checks as /v1 (service.api.deps.bearer_key and check_scope); another team's model is
+404. Without a version the latest is used. Inference runs through the SAME path as /v1 predict
+(service.api.predict.run_images: the version's micro-batcher and runtime); tensors are mapped by
+service.api.v2.heads, bodies by service.api.v2.codec. Errors are the protocol's {"error": "..."}:
 400 for a bad request (the protocol's status for client errors; /v1 says 422), 401, 403, 404, 413, 503.
 """
 
@@ -23,6 +24,7 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 
+from service.api.deps import bearer_key, check_scope
 from service.api.models import get_version
 from service.api.predict import (
     FORM_OVERHEAD,
@@ -49,7 +51,7 @@ from service.api.v2.schemas import (
 )
 from service.db import base as db
 from service.db import registry as registry_repo
-from service.errors import ForbiddenError, PayloadTooLargeError, ServiceError
+from service.errors import PayloadTooLargeError, ServiceError
 
 PLATFORM = "pytorch_torchscript"  # information only (the protocol's "<project>_<format>")
 EXTENSIONS = ["binary_tensor_data"]
@@ -92,11 +94,6 @@ async def _protocol_error(request: Request, exc: Exception) -> Response:
 router = APIRouter(prefix="/v2", tags=["v2: Open Inference Protocol"], route_class=V2Route)
 
 
-def _key(request: Request) -> str | None:
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
-
-
 def _version(text: str | None) -> int | None:
     if text is None:
         return None
@@ -125,9 +122,7 @@ def server_metadata(request: Request) -> ServerMetadata:
 
 def _lookup(state: Any, key: str | None, name: str, version: int | None, scopes: tuple[str, ...]):
     """Threadpool: key -> scope -> the team's version (404) -> (version row, every version number)."""
-    principal = state.authenticator.authenticate(key)
-    if not any(principal.has(s) for s in scopes):
-        raise ForbiddenError(f"this API key lacks the scope {' or '.join(repr(s) for s in scopes)}")
+    principal = check_scope(state.authenticator.authenticate(key), *scopes)
     with state.sessionmaker() as session:
         mv = get_version(session, principal, name, version)
         numbers = [str(v.version) for v in registry_repo.list_model_versions(session=session, model_id=mv.model_id)]
@@ -165,13 +160,14 @@ MODEL_ERRORS = errors(400, 401, 403, 404, 503)
 @router.get("/models/{name}", response_model=ModelMetadata, responses=MODEL_ERRORS,
             summary="Model metadata (latest version)")
 async def model_metadata_latest(request: Request, name: str) -> ModelMetadata:
-    return await run_in_threadpool(_metadata, request.app.state, _key(request), name, None)
+    return await run_in_threadpool(_metadata, request.app.state, await bearer_key(request), name, None)
 
 
 @router.get("/models/{name}/versions/{version}", response_model=ModelMetadata, responses=MODEL_ERRORS,
             summary="Model metadata")
 async def model_metadata(request: Request, name: str, version: str) -> ModelMetadata:
-    return await run_in_threadpool(_metadata, request.app.state, _key(request), name, _version(version))
+    key = await bearer_key(request)
+    return await run_in_threadpool(_metadata, request.app.state, key, name, _version(version))
 
 
 def _ready(state: Any, key: str | None, name: str, version: int | None) -> ModelReady:
@@ -183,13 +179,14 @@ def _ready(state: Any, key: str | None, name: str, version: int | None) -> Model
 @router.get("/models/{name}/ready", response_model=ModelReady, responses=MODEL_ERRORS,
             summary="Model ready (latest version)")
 async def model_ready_latest(request: Request, name: str) -> ModelReady:
-    return await run_in_threadpool(_ready, request.app.state, _key(request), name, None)
+    return await run_in_threadpool(_ready, request.app.state, await bearer_key(request), name, None)
 
 
 @router.get("/models/{name}/versions/{version}/ready", response_model=ModelReady, responses=MODEL_ERRORS,
             summary="Model ready")
 async def model_ready(request: Request, name: str, version: str) -> ModelReady:
-    return await run_in_threadpool(_ready, request.app.state, _key(request), name, _version(version))
+    key = await bearer_key(request)
+    return await run_in_threadpool(_ready, request.app.state, key, name, _version(version))
 
 
 async def _body(request: Request, cap: int) -> bytes:
@@ -223,7 +220,7 @@ async def infer(request: Request, name: str, version: str) -> Response:
 
 
 async def _infer(request: Request, name: str, version: str | None) -> Response:
-    state, key, number = request.app.state, _key(request), _version(version)
+    state, key, number = request.app.state, await bearer_key(request), _version(version)
     found = _resolved_without_io(state, key, name, number)
     if found is None:
         found = await run_in_threadpool(_authorize_and_resolve, state, key, name, number)

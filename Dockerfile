@@ -23,7 +23,9 @@ RUN pip install "torch==${TORCH_VERSION}" ${TORCH_PIP_ARGS}
 
 # Dependencies from pyproject.toml in their own layer (source edits do not reinstall them).
 COPY pyproject.toml ./
-RUN python -c "import tomllib; deps = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; \
+# The core (the client) plus the `server` extra: the image runs the API and the workers.
+RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
+deps = p['dependencies'] + p['optional-dependencies']['server']; \
 open('/tmp/requirements.txt', 'w').write('\n'.join(deps) + '\n')" \
  && pip install -r /tmp/requirements.txt
 

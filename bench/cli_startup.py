@@ -2,7 +2,11 @@
 each against the raw floor measured in the same run: a bare interpreter (`python -c pass`) and a bare httpx GET
 of /v1/jobs (the least `jobs ls` can do; like `headwise`, it skips httpx's own CLI module). Wall time of the whole process, rounds interleaved.
 
-    python bench/cli_startup.py [--rounds 15] [--json bench/results/cli_startup.json]
+    python bench/cli_startup.py [--rounds 15] [--json bench/results/cli_startup.json] [--client-venv DIR]
+
+--client-venv runs the client side (both floors and both commands) with another venv's python and `headwise`,
+e.g. a client-only install (`pip install .`: httpx + pydantic, no server packages); the server always runs from
+this interpreter's venv.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import httpx  # noqa: E402
 
 from tests.e2e.harness import free_port  # noqa: E402
 
-HEADWISE = [str(Path(sys.executable).parent / "headwise")]  # the installed console script
+HEADWISE = [str(Path(sys.executable).parent / "headwise")]  # the installed console script (the server)
 KEY = "bench-cli-admin-key"
 
 
@@ -59,7 +63,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--client-venv", type=Path, help="venv whose python and headwise run the client side")
     args = parser.parse_args()
+    client_python = str(args.client_venv / "bin" / "python") if args.client_venv else sys.executable
+    client = [str(args.client_venv / "bin" / "headwise")] if args.client_venv else HEADWISE
     with tempfile.TemporaryDirectory() as tmp:
         port = free_port()
         env = {**os.environ, "HEADWISE_DATA_DIR": tmp, "HEADWISE_ADMIN_KEY": KEY, "HEADWISE_PORT": str(port),
@@ -73,10 +80,10 @@ def main() -> None:
                        f"import httpx; r = httpx.get('http://127.0.0.1:{port}/v1/jobs', headers={{'Authorization': "
                        f"'Bearer {KEY}'}}); r.raise_for_status(); print(r.text)")
             variants = {
-                "python -c pass (floor)": [sys.executable, "-c", "pass"],
-                "headwise --help": [*HEADWISE, "--help"],
-                "httpx GET /v1/jobs (floor)": [sys.executable, "-c", raw_get],
-                "headwise jobs ls": [*HEADWISE, "jobs", "ls"],
+                "python -c pass (floor)": [client_python, "-c", "pass"],
+                "headwise --help": [*client, "--help"],
+                "httpx GET /v1/jobs (floor)": [client_python, "-c", raw_get],
+                "headwise jobs ls": [*client, "jobs", "ls"],
             }
             for cmd in variants.values():  # warm the page cache
                 timed(cmd, env)
@@ -94,6 +101,7 @@ def main() -> None:
     med_cpu = {name: statistics.median(v) for name, v in cpu.items()}
     result = {
         "rounds": args.rounds,
+        "client": "client-only venv" if args.client_venv else "this venv (server + test packages, editable)",
         "median_seconds": med,
         "median_cpu_seconds": med_cpu,
         "max_seconds": {name: max(v) for name, v in runs.items()},

@@ -23,6 +23,8 @@ if TYPE_CHECKING:  # the parser and --help load no server module: settings are r
     from service.config import Settings
 
 WORKER_APP = "worker.app:app"
+# Commands that need the `server` extra (everything else is the client: service/client/cli.py)
+SERVER_COMMANDS = ("serve", "api", "worker", "migrate", "keys", "example-dataset", "weights")
 
 
 def get_settings() -> Settings:
@@ -317,7 +319,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     # client command (bench/cli_startup.py). A None entry makes that import fail, which httpx handles.
     sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except ModuleNotFoundError as exc:  # a client-only install (`pip install headwise`) has no server packages
+        if args.command not in SERVER_COMMANDS or (exc.name or "").split(".")[0] in ("service", "worker"):
+            raise
+        raise SystemExit(f"headwise {args.command}: the server is not installed here (no module '{exc.name}'). "
+                         "This install has the client only; for the server: pip install torch==2.13.0, then "
+                         "pip install 'headwise[server]'") from None
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@
    service.api.schemas (the wire models, shared with the server; that module imports only pydantic and
    service.domain): no torch, sqlalchemy, celery or matplotlib, so it installs and starts fast. Checked on the
    source and on sys.modules after importing it
+5. service/db, storage, serving and reports import only what FOLDER_RULES allows them
 Plus: matplotlib is imported only in service/reports/**, and no server module but service/config.py reads a
 HEADWISE_* environment variable (every setting is a field of Settings).
 """
@@ -256,6 +257,52 @@ def test_wire_schemas_import_only_pydantic() -> None:
         )
     ]
     assert not bad, "service/api/schemas/ (shared with the client) may import only pydantic:\n" + "\n".join(bad)
+
+
+# 5. The other folders, each with its allow list (besides the standard library and the folder itself): a database
+# layer that knows no web, engine or bytes; storage that knows no database or web; a serving runtime and reports that
+# know the engine but neither the web nor the database. service/api/** may use them all (but never worker.*).
+FOLDER_RULES: dict[str, tuple[set[str], set[str]]] = {  # folder -> (third-party packages, service modules)
+    "db": ({"sqlalchemy"}, {"service.config", "service.domain", "service.errors"}),
+    "storage": ({"boto3", "botocore"}, {"service.errors", "service.ml"}),
+    "serving": ({"torch", "numpy"}, {"service.config", "service.ml"}),
+    "reports": ({"matplotlib", "numpy"}, {"service.domain", "service.ml"}),
+}
+
+
+def _folder_violations(folder: str) -> list[str]:
+    packages, modules = FOLDER_RULES[folder]
+    own = f"service.{folder}"
+    stdlib = set(sys.stdlib_module_names) | {"__future__"}
+    bad = []
+    for path in _py_files(SERVICE / folder):
+        for imp in parse_imports(path):
+            top, m = _top(imp.module), imp.module
+            if top == "service":
+                if not any(m == ok or m.startswith(ok + ".") for ok in (own, *modules)):
+                    bad.append(_fmt(imp))
+            elif top not in stdlib and top not in packages:
+                bad.append(_fmt(imp))
+    return bad
+
+
+@pytest.mark.parametrize("folder", sorted(FOLDER_RULES))
+def test_folder_imports_only_what_its_rule_allows(folder: str) -> None:
+    bad = _folder_violations(folder)
+    packages, modules = FOLDER_RULES[folder]
+    assert not bad, f"service/{folder} may import only {sorted(packages | modules)} (+ stdlib):\n" + "\n".join(bad)
+
+
+def test_folder_rule_checker_flags_a_violation(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    monkeypatch.setattr(sys.modules[__name__], "SERVICE", tmp_path / "service")
+    (tmp_path / "service" / "db").mkdir(parents=True)
+    (tmp_path / "service" / "db" / "m.py").write_text(
+        "import sqlalchemy\nfrom service.db import base\nfrom service.config import x\n"
+        "def f():\n    from service.api import deps\n    import torch\n"
+    )
+    assert [line.split(": ", 1)[1] for line in _folder_violations("db")] == [
+        "from service.api import deps", "import torch"]
 
 
 def test_only_reports_import_matplotlib() -> None:

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import io
 import shutil
+import threading
+import time
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import uvicorn
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -20,6 +23,7 @@ from service.auth import create_key, load_secret
 from service.config import Settings
 from service.db.base import session_scope
 from service.db.tables import Job, ModelVersion, RegisteredModel, new_id
+from tests.e2e.harness import free_port
 
 ADMIN_KEY = "test-root-admin-key"
 ALL_SCOPES = ["datasets:write", "jobs:write", "models:read", "predict"]
@@ -91,6 +95,22 @@ def app(base_app, settings: Settings, enqueued: Enqueued):
 def client(app) -> Iterator[TestClient]:
     with TestClient(app) as c:
         yield c
+
+
+@pytest.fixture
+def server(app):
+    """The app served by uvicorn over real HTTP on a free port (in a thread) -> its base URL."""
+    port = free_port()
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not srv.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert srv.started, "uvicorn did not start"
+    yield f"http://127.0.0.1:{port}"
+    srv.should_exit = True
+    thread.join(10)
 
 
 @pytest.fixture

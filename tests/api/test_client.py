@@ -7,39 +7,20 @@ from __future__ import annotations
 
 import io
 import re
-import threading
-import time
 import zipfile
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
 from service import client as hc
 from service.api import schemas as s
 from service.client import Client, iter_sse
 from service.domain import JobStatus
-from tests.e2e.harness import free_port
 
 from .conftest import ADMIN_KEY, png_bytes, tiny_spec
 
 NOT_FOR_THE_CLIENT = re.compile(r"^/(v2|docs|redoc|openapi\.json|ui)\b")
-
-
-@pytest.fixture
-def server(app):
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not srv.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert srv.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(10)
 
 
 def _routes(app) -> dict[tuple[str, re.Pattern], str]:

@@ -7,13 +7,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
-from service.api.schemas.datasets import AuditFinding
 from service.api.schemas.base import (
     NAME_PATTERN,
     Page,
     SpecJson,
     Timestamp,
 )
+from service.api.schemas.datasets import AuditFinding
 from service.api.schemas.models import ALIAS_PATTERN, ModelRef
 from service.api.schemas.payloads import (
     HistoryEntry,

@@ -2,11 +2,14 @@
 
     python bench/memory_estimate.py --device cuda [--json out.json]   # torch.cuda.max_memory_allocated
     python bench/memory_estimate.py --device cpu                      # peak RSS (VmHWM) of a subprocess each
+    python bench/memory_estimate.py --recompute bench/results/gpu/memory_estimate_cuda.json
+        # no GPU needed: today's estimate against the peaks measured in an earlier run (what the CUDA
+        # constants of service/ml/memory.py were fitted to)
 
 One epoch of real training on random images per spec. The estimate must stay above the measured peak (it is
 what job creation compares with the worker's budget) without being absurd. On CUDA the estimate includes
-memory.CUDA_CONTEXT_BYTES for the context and library workspaces, which max_memory_allocated does not see, so
-both ratios are printed: estimate / measured and (estimate - context) / measured. Needs torch, numpy, pydantic.
+memory.CUDA_CONTEXT_BYTES for the context, which max_memory_allocated does not see, so both ratios are printed:
+estimate / measured and (estimate - SLACK x context) / measured. Needs torch, numpy, pydantic.
 """
 
 from __future__ import annotations
@@ -84,29 +87,43 @@ def main() -> None:
     parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
     parser.add_argument("--only", default="", help="comma-separated case-name prefixes")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--recompute", type=Path, help="a stored result: today's estimate against its peaks")
     args = parser.parse_args()
 
     from service.ml import memory
     from service.ml.spec import parse_spec
 
+    stored = {}
+    if args.recompute:
+        old = json.loads(args.recompute.read_text())
+        args.device = old["device"]
+        stored = {r["case"]: int(r["measured_mb"] * 2**20) for r in old["rows"]}
     rows, errors = [], {}
     for name, model, training, n in CASES:
         if args.only and not any(name.startswith(p) for p in args.only.split(",")):
             continue
+        if args.recompute and name not in stored:
+            continue
         data_json = spec_json(model, training, args.device)
         est = memory.estimate(parse_spec(data_json), n, device=args.device).total
         try:
-            peak = measure_cuda(data_json, n) if args.device == "cuda" else measure_cpu(data_json, n)
+            if args.recompute:
+                peak = stored[name]
+            else:
+                peak = measure_cuda(data_json, n) if args.device == "cuda" else measure_cpu(data_json, n)
         except Exception as exc:  # noqa: BLE001 - reported, the other cases still run
             errors[name] = repr(exc)[-500:]
             continue
-        context = memory.CUDA_CONTEXT_BYTES if args.device == "cuda" else 0
+        context = int(memory.SLACK * memory.CUDA_CONTEXT_BYTES) if args.device == "cuda" else 0
         rows.append({"case": name, "samples": n, "estimate_mb": round(est / 2**20, 1),
                      "measured_mb": round(peak / 2**20, 1), "estimate/measured": round(est / peak, 2),
                      "without_context/measured": round((est - context) / peak, 2), "conservative": est >= peak})
     result = {"benchmark": "memory_estimate", "device": args.device, "rows": rows, "errors": errors,
               "all_conservative": all(r["conservative"] for r in rows) and not errors}
-    if args.device == "cuda":
+    if args.recompute:
+        result["measured_in"] = str(args.recompute)
+        result["note"] = "estimates recomputed by this code; peaks as measured in that earlier run"
+    elif args.device == "cuda":
         import torch
 
         result["gpu"] = torch.cuda.get_device_name(0)

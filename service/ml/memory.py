@@ -17,7 +17,16 @@ at its peak (service/ml/train.py):
 
 The peak is the larger of the training step and the validation pass, times SLACK for allocator fragmentation.
 It is checked against measured peaks (VmHWM of real trainings) in tests/guards/test_memory_estimate.py and is
-meant to stay above them. `MemoryBudgetError` (a SpecError: a 422 naming training.batch_size / model.image_size)
+meant to stay above them.
+
+On CUDA the step runs under bf16 autocast when training.mixed_precision is "auto" or "bf16" (service/ml/
+precision.py; "auto" assumes a GPU with native bf16, Ampere or later): the saved activations are then mostly
+bf16, and the step's activation cost is CUDA_BF16_ACTIVATION x the fp32 saved tensors, plus the cuDNN/cuBLAS
+workspaces (CUDA_WORKSPACE_BYTES, taken from the caching allocator) and the CUDA context (CUDA_CONTEXT_BYTES, on
+the device but outside the allocator). Both constants were fitted to ONE H200 run of bench/memory_estimate.py
+(bench/results/gpu/memory_estimate_cuda.json, torch 2.11 + cu130, 7 specs from 183 MB to 5.8 GB measured): the
+bf16 step held 0.51-0.71x the fp32 saved tensors (max_memory_allocated minus parameters, optimiser state and
+the uint8 image set). fp32 on CUDA ("none") keeps the CPU formula (not measured on a GPU: conservative). `MemoryBudgetError` (a SpecError: a 422 naming training.batch_size / model.image_size)
 carries the estimate, the budget and the largest batch size that fits.
 """
 
@@ -30,7 +39,9 @@ import torch
 from service.ml.spec import Spec, SpecError
 
 RUNTIME_BYTES = 400 * 1024**2  # python + torch + engine imported, threads started (measured ~240 MB; margin)
-CUDA_CONTEXT_BYTES = 600 * 1024**2  # CUDA context + cuDNN/cuBLAS workspaces on the device
+CUDA_CONTEXT_BYTES = 600 * 1024**2  # the CUDA context on the device (outside the caching allocator)
+CUDA_WORKSPACE_BYTES = 128 * 1024**2  # cuDNN/cuBLAS workspaces and autocast weight copies (inside the allocator)
+CUDA_BF16_ACTIVATION = 0.75  # bf16 step / fp32 saved tensors: measured 0.51-0.71 on an H200 (module doc) + margin
 VAL_BATCH_MIN = 256  # the trainer validates max(batch_size, 256) samples per forward
 ACTIVATION_FACTOR = 1.5  # measured: backward temporaries, oneDNN layout copies and heap fragmentation add up
 #                          to 0.8-1.3x the saved tensors on CPU (tests/guards/test_memory_estimate.py)
@@ -152,11 +163,23 @@ def estimate(spec: Spec, num_samples: int, *, device: str = "cpu", batch_size: i
         "parameters": prof.parameters * 4 * (copies + 2),  # + best-epoch copy + checkpoint
     }
     per_input = prof.input * 2 + pixels  # float input, its normalised copy, the uint8 gather
-    parts["train_step"] = b_train * (int(ACTIVATION_FACTOR * (prof.saved + 2 * prof.largest)) + per_input)
-    parts["validation"] = b_val * (3 * prof.largest + per_input)
-    base = parts["runtime"] + parts["images"] + parts["parameters"]
+    if cuda and bf16_on_cuda(spec):
+        parts["workspace"] = CUDA_WORKSPACE_BYTES
+        parts["train_step"] = b_train * (int(CUDA_BF16_ACTIVATION * prof.saved) + per_input)
+        parts["validation"] = b_val * (int(1.5 * prof.largest) + per_input)  # ~3 bf16 activations alive
+    else:
+        if cuda:
+            parts["workspace"] = CUDA_WORKSPACE_BYTES
+        parts["train_step"] = b_train * (int(ACTIVATION_FACTOR * (prof.saved + 2 * prof.largest)) + per_input)
+        parts["validation"] = b_val * (3 * prof.largest + per_input)
+    base = parts["runtime"] + parts["images"] + parts["parameters"] + parts.get("workspace", 0)
     total = int(SLACK * (base + max(parts["train_step"], parts["validation"])))
     return MemoryEstimate(total=total, device="cuda" if cuda else "cpu", batch_size=b_train, parts=parts)
+
+
+def bf16_on_cuda(spec: Spec) -> bool:
+    """Whether a CUDA worker trains this spec under bf16 autocast ("auto" assumes a GPU with native bf16)."""
+    return spec.training.mixed_precision in ("auto", "bf16")
 
 
 def largest_batch_size(spec: Spec, num_samples: int, budget: int, *, device: str = "cpu") -> int:

@@ -72,6 +72,21 @@ def test_training_over_the_hard_limit_fails_once_with_the_oom_message(make_stack
     worker = stack.start_worker()
     ds = upload(stack, stack.auth(stack.admin_key), n=160)
     job_id = expect(stack.client.post("/v1/jobs", json=job_body(ds, oom_spec())), 202)["id"]
+    # the worker reports its 700 MB budget and does not claim a job estimated above it: the job says why it waits
+    wait_until("the worker saw the job", lambda: job_id in worker.output(), 60)
+    job = expect(stack.client.get(f"/v1/jobs/{job_id}"), 200)
+    assert (job["status"], job["attempts"]) == ("queued", 0), job
+    assert job["status_detail"].startswith("waiting for a worker with a memory budget of at least "), job
+    assert "the 1 live worker(s) have at most 700.0 MiB (HEADWISE_WORKER_MEMORY_BYTES)" in job["status_detail"]
+    workers = expect(stack.client.get("/v1/workers"), 200)["items"]
+    assert [w["memory_budget_bytes"] for w in workers] == [700 * 1024**2] and workers[0]["memory_used_bytes"] > 0
+    # an estimate that is wrong (simulated: the row's estimate cleared, as for a job queued before estimates
+    # were stored): the worker claims it once the reaper rings again, and the hard limit is the last line
+    from service.db.base import session_scope
+    from service.db.tables import Job
+
+    with session_scope(stack.env["HEADWISE_DATABASE_URL"]) as session:
+        session.get(Job, job_id).memory_bytes = None
     job = poll_job(stack.client, job_id, ("failed",), timeout=240, procs=[worker, stack.api])
     assert job["attempts"] == 1, job  # deterministic: no retry, no requeue
     assert job["error"].startswith("out of memory: training ran out of host memory"), job["error"]
@@ -139,3 +154,4 @@ def test_storage_quota_refuses_an_upload_with_use_and_limit(make_stack, tmp_path
     usage = expect(stack.client.get("/v1/usage", headers=alpha), 200)["storage_bytes"]
     assert usage["used"] == size and usage["limit"] == int(size * 1.5)
     wait_until("API ready", lambda: stack.client.get("/ready").status_code == 200, 10)
+

@@ -44,7 +44,7 @@ def _import(source: str) -> DatasetImport:
         return row
 
 
-def test_the_worker_refuses_an_import_over_the_quota_before_downloading(s3, tmp_path: Path, monkeypatch):
+def test_the_worker_refuses_an_import_over_the_quota_before_downloading(s3, tmp_path: Path, monkeypatch):  # noqa: F811
     from tests.e2e.harness import make_dataset
 
     archive = make_dataset(tmp_path / "src", n=24)
@@ -53,12 +53,12 @@ def test_the_worker_refuses_an_import_over_the_quota_before_downloading(s3, tmp_
     data.mkdir()
     make_env(monkeypatch, data, f"sqlite:///{data / 'hw.db'}", IMPORT_ALLOWED_PREFIXES=f"s3://{s3.bucket}/in/",
              TEAM_MAX_STORAGE_BYTES=str(int(size * 1.5)))
-    client = s3.client()
-    client.put_object(Bucket=s3.bucket, Key="in/a.zip", Body=archive.read_bytes())
+    bucket = s3.client()
+    bucket.put_object(Bucket=s3.bucket, Key="in/a.zip", Body=archive.read_bytes())
     with zipfile.ZipFile(archive) as zf:
         for name in zf.namelist():
             if not name.endswith("/"):
-                client.put_object(Bucket=s3.bucket, Key=f"in/shapes/{name}", Body=zf.read(name))
+                bucket.put_object(Bucket=s3.bucket, Key=f"in/shapes/{name}", Body=zf.read(name))
 
     first = _import(f"s3://{s3.bucket}/in/a.zip")
     assert first.status == "succeeded", first.error

@@ -63,3 +63,49 @@ def evaluate(
             r.update(gating.gate_metrics(t, y, p, on[m], on[neg[t.name]]))
         result[t.name] = r
     return result
+
+
+class StreamingEvaluation:
+    """`evaluate` over a dataset seen a batch at a time, with the same result (bit for bit): each batch is reduced
+    at once to what the metrics need per scored sample -- the label, the prediction in label units (class index,
+    probability, value, tag probabilities) and the predicted-gate flags -- and the network outputs are dropped.
+    Memory is then a few numbers per labelled sample and head (ranking metrics such as roc_auc need every score)
+    instead of the whole output tensors."""
+
+    def __init__(self, spec: Spec, normalization: dict[str, dict]):
+        self.spec, self.normalization = spec, normalization
+        self.gated = any(t.gate for t in spec.tasks)
+        self.parts: dict[str, dict[str, list[np.ndarray]]] = {
+            t.name: {"y": [], "p": [], "hit": [], "false_alarm": []} for t in spec.tasks}
+
+    def add(self, outputs: dict[str, np.ndarray], values: dict[str, np.ndarray], masks: dict[str, np.ndarray]
+            ) -> None:
+        """One batch: network outputs and the batch's labels/masks (gating applied here, per sample)."""
+        preds = predictions_from_outputs(self.spec, outputs, self.normalization)
+        neg = gating.known_negative(self.spec, values, masks)
+        gates = gating.predicted_gates(self.spec, preds) if self.gated else {}
+        for t in self.spec.tasks:
+            m = np.asarray(masks[t.name], dtype=bool) & ~neg[t.name]
+            part = self.parts[t.name]
+            part["y"].append(np.asarray(values[t.name])[m])
+            part["p"].append(preds[t.name][m])
+            if t.gate is not None:
+                on = gates[t.name][0]
+                part["hit"].append(on[m])
+                part["false_alarm"].append(on[neg[t.name]])
+
+    def result(self) -> dict[str, dict]:
+        """{task: {"labelled": n, <metric>: float | None}}, as `evaluate` over every batch at once."""
+        result: dict[str, dict] = {}
+        for t in self.spec.tasks:
+            part = {k: _join(v) for k, v in self.parts[t.name].items()}
+            y, p = part["y"], part["p"]
+            r: dict = {"labelled": len(y), **t.head.scores(t, y, p)}
+            if t.gate is not None:
+                r.update(gating.gate_metrics(t, y, p, part["hit"], part["false_alarm"]))
+            result[t.name] = r
+        return result
+
+
+def _join(parts: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(parts) if parts else np.zeros(0)

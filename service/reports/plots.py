@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import math
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -121,20 +122,23 @@ def curves_png(history: Sequence[dict], weighting: str | dict | None = None, tit
 
 
 def confusion_png(task: str, classes: Sequence[str], y_true: Sequence[str | None],
-                  y_pred: Sequence[str | None], gated: bool = False, title: str = "") -> bytes:
+                  y_pred: Sequence[str | None], gated: bool = False, title: str = "",
+                  pairs: Counter | None = None) -> bytes:
     """Confusion matrix (rows true, columns predicted). For a gated head the extra class "(gated)"
     means "gate negative" on the true side and "suppressed" on the predicted side; its off-diagonal
-    cells are gate mistakes and are outlined in red. Samples with y_true None (unlabelled) are skipped."""
+    cells are gate mistakes and are outlined in red. Samples with y_true None (unlabelled) are skipped.
+    pairs: {(true, predicted): count} instead of the two sequences (then pass y_true = y_pred = [])."""
     labels = [str(c) for c in classes] + ([GATED] if gated else [])
     index = {c: i for i, c in enumerate(labels)}
     matrix = np.zeros((len(labels), len(labels)), dtype=np.int64)
-    for t, p in zip(y_true, y_pred, strict=True):
+    counted = pairs.items() if pairs is not None else ((tp, 1) for tp in zip(y_true, y_pred, strict=True))
+    for (t, p), count in counted:
         if t is None:
             continue
         t = GATED if t == GATED else str(t)
         p = GATED if p is None or p == GATED else str(p)
         if t in index and p in index:
-            matrix[index[t], index[p]] += 1
+            matrix[index[t], index[p]] += count
     n = int(matrix.sum())
     if n == 0:
         return _message_png(f"{task}: no labelled validation samples")
@@ -176,7 +180,7 @@ def scatter_png(task: str, y_true: Sequence[float], y_pred: Sequence[float | Non
     if true.size == 0:
         return _message_png(f"{task}: no labelled validation samples")
     pred = np.array([math.nan if p is None else float(p) for p in y_pred], dtype=float)
-    raw = np.array([math.nan if r is None else float(r) for r in (y_raw or [None] * len(true))], dtype=float)
+    raw = np.array([math.nan if r is None else float(r) for r in (y_raw if y_raw is not None else [None] * len(true))], dtype=float)
     ok = ~np.isnan(pred)
     mistake = ~ok
     fig, ax = plt.subplots(figsize=(5.2, 5))
@@ -243,33 +247,55 @@ def task_png(spec: Any, labels: dict[str, Any], val_idx: np.ndarray, preds: Sequ
     """The evaluation plot of one head over the validation samples (`preds[k]` is the Predictor output, with
     raw=True, for sample `val_idx[k]`): a confusion matrix for classification heads, predicted-vs-true for
     regression heads; end to end (the predicted gate decides) for gated heads."""
-    task = spec.task(name)
-    lab = labels[name]
-    mask = np.asarray(lab.mask, dtype=bool)[val_idx]
-    values = np.asarray(lab.values)[val_idx]
-    negative = known_negative(spec, labels, name)[val_idx]
-    outs = [p[name] for p in preds]
-    gated = task.gate is not None
-    if gated:
-        title = f"{title or name} (end to end: gated on {task.gate.task})"
-    if task.type == "regression":
-        keep = mask & ~negative
-        y_true = values[keep].astype(float).tolist()
-        kept = [o for o, k in zip(outs, keep, strict=True) if k]
-        y_pred = [None if o.get("gated") else o.get("value") for o in kept]
-        y_raw = [o.get("raw", o.get("value")) for o in kept]
-        false_open = sum(1 for o, neg in zip(outs, negative, strict=True) if neg and not o.get("gated"))
-        return scatter_png(name, y_true, y_pred, y_raw, false_open=false_open if gated else 0, title=title)
-    classes = list(task.classes or []) if task.type == "multiclass" else ["false", "true"]
-    y_true: list[str | None] = []
-    for present, neg, v in zip(mask, negative, values, strict=True):
-        if gated and neg:
-            y_true.append(GATED)
-        elif present:
-            y_true.append(_class_name(task, v))
-        else:
-            y_true.append(None)
-    y_pred = [_pred_name(task, o) for o in outs]
-    if task.type == "multilabel":  # rows/columns: the tag sets that occur
-        classes = sorted({c for c in [*y_true, *y_pred] if c is not None and c != GATED})
-    return confusion_png(name, classes, y_true, y_pred, gated=gated, title=title)
+    values = {t: np.asarray(lab.values)[val_idx] for t, lab in labels.items()}
+    masks = {t: np.asarray(lab.mask, dtype=bool)[val_idx] for t, lab in labels.items()}
+    plot = TaskPlot(spec, name, title)
+    plot.add(values, masks, preds)
+    return plot.png()
+
+
+class TaskPlot:
+    """task_png's inputs gathered a batch at a time (evaluation jobs stream the dataset): a classification head
+    keeps only the count of each (true, predicted) pair, a regression head three float64 per scored sample (true,
+    predicted or NaN when suppressed, raw); never the prediction dicts."""
+
+    def __init__(self, spec: Any, name: str, title: str = ""):
+        from service.ml import gating
+
+        self.spec, self.name, self.task, self.gating = spec, name, spec.task(name), gating
+        self.gated = self.task.gate is not None
+        self.title = f"{title or name} (end to end: gated on {self.task.gate.task})" if self.gated else title
+        self.pairs: Counter = Counter()
+        self.points: list[np.ndarray] = []  # regression: (3, n) per batch
+        self.false_open = 0
+
+    def add(self, values: dict[str, np.ndarray], masks: dict[str, np.ndarray], preds: Sequence[dict]) -> None:
+        """One batch: labels (values, masks per task) and the Predictor outputs (raw=True) of its samples."""
+        task, name = self.task, self.name
+        mask = np.asarray(masks[name], dtype=bool)
+        negative = self.gating.known_negative(self.spec, values, masks)[name]
+        outs = [p[name] for p in preds]
+        if task.type == "regression":
+            keep = mask & ~negative
+            kept = [o for o, k in zip(outs, keep, strict=True) if k]
+            self.points.append(np.array([
+                np.asarray(values[name])[keep].astype(float),
+                [math.nan if o.get("gated") or o.get("value") is None else float(o["value"]) for o in kept],
+                [math.nan if o.get("raw", o.get("value")) is None else float(o.get("raw", o.get("value")))
+                 for o in kept]], dtype=float).reshape(3, -1))
+            self.false_open += sum(1 for o, neg in zip(outs, negative, strict=True) if neg and not o.get("gated"))
+            return
+        for present, neg, v, o in zip(mask, negative, np.asarray(values[name]), outs, strict=True):
+            true = GATED if self.gated and neg else _class_name(task, v) if present else None
+            self.pairs[(true, _pred_name(task, o))] += 1
+
+    def png(self) -> bytes:
+        task = self.task
+        if task.type == "regression":
+            true, pred, raw = np.concatenate(self.points, axis=1) if self.points else np.zeros((3, 0))
+            return scatter_png(self.name, true, pred, raw, false_open=self.false_open if self.gated else 0,
+                               title=self.title)
+        classes = list(task.classes or []) if task.type == "multiclass" else ["false", "true"]
+        if task.type == "multilabel":  # rows/columns: the tag sets that occur
+            classes = sorted({c for pair in self.pairs for c in pair if c is not None and c != GATED})
+        return confusion_png(self.name, classes, [], [], gated=self.gated, title=self.title, pairs=self.pairs)

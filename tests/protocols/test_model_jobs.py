@@ -13,7 +13,7 @@ import zipfile
 
 import pytest
 
-from tests.chaos.conftest import Stack
+from tests.chaos.conftest import Stack, chaos_spec
 from tests.conftest import (
     REDIS_URL,
     claim_redis_db,
@@ -143,9 +143,89 @@ def test_evaluation_scores_every_head_and_checks_labels_first(stack):
     assert f"{heads['category']['accuracy']:.4g}" in line
 
 
+def test_one_call_training_with_a_warm_start_through_the_worker(stack):
+    """Issue 12 through real processes: one multipart POST /v1/jobs (dataset + spec) trained by the Celery worker,
+    starting from shapes v1 (training.init_from by alias); the new version records its parent."""
+    s = stack
+    expect(s.client.put("/v1/models/shapes/aliases/production", json={"version": 1}), 200)
+    spec = chaos_spec(1)
+    spec["tasks"] = [*spec["tasks"][:3], {"name": "hue_again", "type": "regression", "column": "hue"}]
+    spec["training"]["init_from"] = {"model": "shapes", "alias": "production"}
+    path = s.tmp / "dataset" / "example.zip"
+    job = expect(s.client.post("/v1/jobs", files={"file": (path.name, path.read_bytes())},
+                               data={"spec": json.dumps(spec), "model_name": "shapes-retrained",
+                                     "dataset_name": "retrain"}), 202)
+    assert job["status"] == "queued" and job["dataset_id"], job
+    done = wait_status(s.client, f"/v1/jobs/{job['id']}", ("succeeded", "failed", "cancelled"))
+    assert done["status"] == "succeeded", done
+    assert done["model"] == {"name": "shapes-retrained", "version": 1}
+    warm = done["metrics"]["warm_start"]
+    assert warm["parent"] == {"model": "shapes", "version": 1} and warm["trunk_tensors"] > 0
+    assert warm["heads_copied"] == ["category", "is_big", "size"] and warm["heads_new"] == {"hue_again": "new task"}
+    assert expect(s.client.get("/v1/models/shapes-retrained/versions/1"), 200)["parent"] == {"name": "shapes",
+                                                                                            "version": 1}
+    dataset = expect(s.client.get(f"/v1/datasets/{job['dataset_id']}"), 200)
+    assert dataset["name"] == "retrain" and dataset["num_samples"] == N
+
+
+def big_dataset(s, copies: int) -> str:
+    """The example dataset `copies` times over (members renamed, labels rows repeated): a job long enough to stop."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(s.tmp / "dataset" / "example.zip") as src, zipfile.ZipFile(out, "w") as dst:
+        lines = src.read("labels.csv").decode().splitlines()
+        images = [n for n in src.namelist() if n != "labels.csv"]
+        rows = [lines[0]]
+        for c in range(copies):
+            for n in images:
+                dst.writestr(f"c{c}/{n}", src.read(n))
+            rows += [f"c{c}/{line}" for line in lines[1:]]
+        dst.writestr("labels.csv", "\n".join(rows) + "\n")
+    return expect(s.client.post("/v1/datasets", files={"file": ("big.zip", out.getvalue())}), 201)["id"]
+
+
+def stop_while_running(s, url: str) -> dict:
+    """Wait until the job runs, freeze the worker (SIGSTOP to its process group), cancel, let it go on: the job
+    must see the cancel before it finishes."""
+    import signal
+
+    worker = next(p for p in s.procs if p.name.startswith("worker") and p.alive())
+    deadline = time.monotonic() + 120
+    while (body := expect(s.client.get(url), 200))["status"] == "queued":
+        assert time.monotonic() < deadline, body
+        time.sleep(0.02)
+    worker.signal_group(signal.SIGSTOP)
+    try:
+        body = expect(s.client.get(url), 200)
+        assert body["status"] == "running" and body["fraction"] < 1.0, f"finished before it could be stopped: {body}"
+        assert expect(s.client.post(f"{url}/cancel"), 202)["status"] == "running"
+    finally:
+        worker.signal_group(signal.SIGCONT)
+    return wait_status(s.client, url, ("succeeded", "failed", "cancelled"))
+
+
+def test_cancel_stops_a_running_evaluation_and_batch_prediction(stack):
+    s = stack
+    dataset = big_dataset(s, copies=15)  # 2400 images
+    base = "/v1/models/shapes/versions/1/evaluations"
+    ev = expect(s.client.post(base, json={"dataset_id": dataset}), 202)
+    ev = stop_while_running(s, f"{base}/{ev['id']}")
+    assert ev["status"] == "cancelled" and ev["heads"] is None and ev["plots"] is None, ev
+    assert not (s.data_dir / "results" / ev["id"]).exists()
+    assert s.client.get(f"{base}/{ev['id']}/plots/category.png").status_code == 404
+
+    batch = "/v1/models/shapes/batch-predictions"
+    bp = expect(s.client.post(batch, json={"dataset_id": dataset}), 202)
+    bp = stop_while_running(s, f"{batch}/{bp['id']}")
+    assert bp["status"] == "cancelled" and bp["results"] is None, bp
+    assert not (s.data_dir / "results" / bp["id"]).exists()
+    assert s.client.get(f"{batch}/{bp['id']}/results.jsonl").status_code == 409
+    assert not [p for p in (s.data_dir / "tmp").iterdir() if ev["id"] in p.name or bp["id"] in p.name]
+
+
 def test_batch_prediction_streams_every_image_through_the_worker(stack, tmp_path):
     s, dataset = stack, stack.dataset
     base = "/v1/models/shapes/batch-predictions"
+    prior = [b["id"] for b in expect(s.client.get(base), 200)["items"]]  # e.g. the cancelled ones above
     assert s.client.post(base, json={"dataset_id": "nope"}).status_code == 404
     assert s.client.post(base, json={"dataset_id": dataset, "version": 9}).status_code == 404
     assert s.client.post(base, json={"dataset_id": dataset, "version": 1, "alias": "production"}).status_code == 422
@@ -155,7 +235,7 @@ def test_batch_prediction_streams_every_image_through_the_worker(stack, tmp_path
     assert s.client.get(f"{base}/{created['id']}/results.jsonl").status_code in (409, 200)
     done = wait_status(s.client, f"{base}/{created['id']}", ("succeeded", "failed", "cancelled"))
     assert done["status"] == "succeeded" and done["images"] == N and done["fraction"] == 1.0, done
-    assert [b["id"] for b in expect(s.client.get(base), 200)["items"]] == [created["id"]]
+    assert [b["id"] for b in expect(s.client.get(base), 200)["items"]] == [created["id"], *prior]
 
     lines = [json.loads(x) for x in s.client.get(done["results"]["results.jsonl"]).text.splitlines()]
     with zipfile.ZipFile(s.tmp / "dataset" / "example.zip") as zf:
@@ -207,7 +287,7 @@ def test_batch_prediction_streams_every_image_through_the_worker(stack, tmp_path
     bad = s.client.post(base, files={"file": ("l.zip", labelled.getvalue())})
     assert bad.status_code == 422 and "'labels.csv' is not a PNG/JPEG image" in bad.json()["detail"], bad.text
     assert s.client.post(base, files={"file": ("x.tar", b"x")}).status_code == 415
-    assert len(expect(s.client.get(base), 200)["items"]) == 3
+    assert len(expect(s.client.get(base), 200)["items"]) == 3 + len(prior)
 
     # cancel: with no worker a new one stays queued and is cancelled at once; finished ones are 409
     s.kill(s.procs[-1])

@@ -17,9 +17,10 @@ from datetime import timedelta
 
 from service.config import get_settings
 from service.db import base as db
+from service.db import imports as imports_repo
 from service.db import jobs as jobs_repo
 from service.db.base import session_scope
-from service.queue import enqueue_training, ping_broker, queued_messages
+from service.queue import enqueue_import, enqueue_training, ping_broker, queued_messages
 
 log = logging.getLogger("headwise.reaper")
 
@@ -78,6 +79,8 @@ def ring_lost_doorbells(database_url: str | None = None) -> int:
         rung_before = db.db_now(session=session) - timedelta(seconds=settings.JOB_LEASE_SECONDS)
         queued = jobs_repo.count_queued_jobs(session=session)
         stale = jobs_repo.stale_queued_jobs(session=session, rung_before=rung_before) if queued else []
+        if stale:  # dataset imports' messages wait in the same queue
+            queued += imports_repo.count_queued_imports(session=session)
     if not stale:
         return 0
     waiting = queued_messages()
@@ -97,6 +100,54 @@ def ring_lost_doorbells(database_url: str | None = None) -> int:
         log.warning("%d queued job(s) but %d message(s) in the broker: enqueued %d job(s) again", queued, waiting,
                     rung)
     return rung
+
+
+def reap_stale_imports(database_url: str | None = None) -> dict[str, int]:
+    """Dataset imports (worker/imports.py) get the jobs' treatment: a running import whose heartbeat is older than
+    the lease is queued again and enqueued (failed after MAX_ATTEMPTS); a queued import nobody claimed within the
+    lease is enqueued again, once per lease, when the broker holds fewer messages than there are queued jobs and
+    imports (the API replica died between its commit and the enqueue, or the broker lost the message; a duplicate
+    delivery finds nothing to claim). -> {"imports_requeued", "imports_failed",
+    "imports_enqueued_again"}."""
+    settings = get_settings()
+    counts = {"imports_requeued": 0, "imports_failed": 0, "imports_enqueued_again": 0}
+    with session_scope(database_url) as session:
+        now = db.db_now(session=session)
+        before = now - timedelta(seconds=settings.JOB_LEASE_SECONDS)
+        stale = imports_repo.stale_running_imports(session=session, stale_before=before)
+        unclaimed = imports_repo.unclaimed_imports(session=session, rung_before=before)
+        queued = jobs_repo.count_queued_jobs(session=session) + imports_repo.count_queued_imports(session=session)
+    if unclaimed:
+        waiting = queued_messages()
+        if waiting is None or waiting >= queued:  # every queued job/import still has its message
+            unclaimed = []
+    ring: list[str] = []
+    for import_id, attempts in stale:
+        with session_scope(database_url) as session:
+            if attempts >= settings.MAX_ATTEMPTS:
+                error = (f"worker lost {attempts} times (no heartbeat for {settings.JOB_LEASE_SECONDS} s); "
+                         f"giving up after HEADWISE_MAX_ATTEMPTS={settings.MAX_ATTEMPTS} attempts")
+                if imports_repo.fail_stale_import(session=session, import_id=import_id, attempt=attempts,
+                                                  stale_before=before, error=error):
+                    counts["imports_failed"] += 1
+                    log.warning("import %s failed: %s", import_id, error)
+                continue
+            if imports_repo.requeue_import(session=session, import_id=import_id, attempt=attempts,
+                                           stale_before=before):
+                counts["imports_requeued"] += 1
+                log.warning("import %s: worker lost (attempt %d), requeued", import_id, attempts)
+                ring.append(import_id)
+    for import_id in unclaimed:
+        with session_scope(database_url) as session:
+            if imports_repo.ring_import(session=session, import_id=import_id, rung_before=before):
+                ring.append(import_id)
+                counts["imports_enqueued_again"] += 1
+    for import_id in ring:
+        try:
+            enqueue_import(import_id)  # after the commit; if the broker is down the next round rings again
+        except Exception as exc:  # noqa: BLE001
+            log.error("import %s queued but not enqueued (broker unreachable?): %s", import_id, exc)
+    return counts
 
 
 def _remove_checkpoints(job_id: str) -> None:
@@ -137,6 +188,7 @@ def _loop(interval: float) -> None:
         try:
             counts = reap_stale_jobs()
             counts["enqueued_again"] = ring_lost_doorbells()
+            counts.update(reap_stale_imports())
             if any(counts.values()):
                 log.info("reaper: %s", counts)
         except Exception:  # noqa: BLE001 - database down etc.: try again next round

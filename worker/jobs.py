@@ -33,10 +33,12 @@ from worker import limits
 from worker.checkpoints import CheckpointSync, forget
 from worker.extras import export_onnx, write_reports
 from worker.monitor import CANCELLED, LEASE_LOST, TIMEOUT, JobMonitor, jsonable
+from worker.ranks import RanksFailed
 
 log = logging.getLogger("headwise.worker")
 
 REGISTER_TRIES = 5
+RELEASED = "released"  # the attempt's training processes died: the job is queued again and resumes
 
 
 def worker_name() -> str:
@@ -112,12 +114,15 @@ def _run_claimed(job: Job, dataset: Dataset | None, settings: Settings, storage:
     try:
         with limits.host_memory_limit(settings):
             outcome = _run_kind(job, dataset, settings, storage, monitor)
+    except RanksFailed as exc:  # several processes: one died -> the next attempt resumes from the checkpoint
+        monitor.close(flush=True)
+        outcome = _release(job, exc, settings)
     except Exception as exc:
         monitor.close(flush=True)
         outcome = _fail(job, exc)
     finally:
         monitor.close(flush=True)
-    if outcome != LEASE_LOST:
+    if outcome not in (LEASE_LOST, RELEASED):
         _cleanup(storage, job.id)
     return outcome
 
@@ -132,6 +137,19 @@ def _limit_device(spec: Any, device: str, settings: Settings) -> str:
         limits.lift_host_limit()
         limits.limit_cuda(settings, dev)
     return dev.type
+
+
+def _processes(spec: Any, device_type: str) -> int:
+    """training.devices on this worker (ValueError naming the field when it has fewer devices)."""
+    from service.ml.distributed import resolve_devices
+    from worker.ranks import available_devices
+
+    if spec.training.devices == 1:
+        return 1
+    try:
+        return resolve_devices(spec.training.devices, device_type, available_devices(device_type))
+    except ValueError as exc:
+        raise _JobError(str(exc)) from None
 
 
 class DatabaseUnavailableError(Exception):
@@ -188,9 +206,21 @@ def _train_and_register(job: Job, dataset: Dataset | None, settings: Settings, s
             sync.after_epoch(int(item.get("epoch", 0)))
 
         try:
-            result = train(spec, data, device=device, on_epoch=on_epoch, on_step=monitor.on_step,
-                           should_stop=monitor.should_stop, checkpoint_dir=storage.checkpoint_dir(job.id),
-                           weights_dir=settings.WEIGHTS_DIR, init=init)
+            processes = _processes(spec, dev)
+            if processes > 1:  # training.devices: torchrun + DistributedDataParallel (worker/ranks.py)
+                from worker.ranks import train_ranks
+
+                request = {"spec": spec.to_json_dict(), "data": str(storage.abs(dataset.path)),
+                           "cache_dir": str(storage.dataset_cache_dir(dataset.id)), "device": dev,
+                           "checkpoint_dir": str(storage.checkpoint_dir(job.id)),
+                           "weights_dir": str(settings.WEIGHTS_DIR) if settings.WEIGHTS_DIR else None,
+                           "init": _save_init(init, storage.job_dir(job.id))}
+                result = train_ranks(processes, request, storage.job_dir(job.id), on_epoch=on_epoch,
+                                     on_step=monitor.on_step, should_stop=monitor.should_stop)
+            else:
+                result = train(spec, data, device=device, on_epoch=on_epoch, on_step=monitor.on_step,
+                               should_stop=monitor.should_stop, checkpoint_dir=storage.checkpoint_dir(job.id),
+                               weights_dir=settings.WEIGHTS_DIR, init=init)
         finally:
             sync.close()
     except TrainingCancelled:
@@ -254,6 +284,18 @@ def _warm_start(job: Job, storage: Storage) -> tuple | None:
                         "exists (it was deleted after the job was queued)")
     parent = load_artifact(storage.abs(path))
     return parent.spec, parent.state_dict, {"model": ref.get("model"), "version": ref.get("version")}
+
+
+def _save_init(init: tuple | None, job_dir: Path) -> str | None:
+    """The warm start for the ranks of a several-process job: saved next to the job (rank_main loads it)."""
+    if init is None:
+        return None
+    import torch
+
+    job_dir.mkdir(parents=True, exist_ok=True)
+    path = job_dir / "ranks-init.pt"
+    torch.save({"spec": init[0].to_json_dict(), "state_dict": init[1], "source": init[2]}, path)
+    return str(path)
 
 
 def _register(job: Job, result: Any, checksums: dict[str, str], tmp: Path, storage: Storage,
@@ -400,6 +442,25 @@ def _fail(job: Job, exc: Exception) -> str:
     with session_scope() as session:
         done = jobs_repo.finish_failed(session=session, job_id=job.id, attempt=job.attempts, error=message[:4000])
     return "failed" if done else LEASE_LOST
+
+
+def _release(job: Job, exc: Exception, settings: Settings) -> str:
+    """A training process died: queue the job again (its checkpoints stay) unless its attempts are used up."""
+    if job.attempts >= settings.MAX_ATTEMPTS:
+        return _fail(job, _JobError(f"{exc}; giving up after HEADWISE_MAX_ATTEMPTS={settings.MAX_ATTEMPTS} attempts"))
+    with session_scope() as session:
+        released = jobs_repo.release_job(session=session, job_id=job.id, attempt=job.attempts)
+    if not released:
+        return LEASE_LOST
+    log.warning("job %s: attempt %d failed (%s); queued again, it resumes from its checkpoint", job.id,
+                job.attempts, exc)
+    from service.queue import enqueue_training
+
+    try:
+        enqueue_training(job.id)
+    except Exception as err:  # noqa: BLE001 - the reaper rings lost doorbells (worker/reaper.py)
+        log.error("job %s queued again but not enqueued (broker unreachable?): %s", job.id, err)
+    return RELEASED
 
 
 def _cleanup(storage: Storage, job_id: str) -> None:

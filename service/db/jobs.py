@@ -242,6 +242,17 @@ def requeue_job(*, session: Session, job_id: str, attempt: int, stale_before: da
     return result.rowcount == 1
 
 
+def release_job(*, session: Session, job_id: str, attempt: int) -> bool:
+    """running -> queued by the worker holding `attempt` when the attempt failed in a way the next one can
+    recover from (a training process died); the caller enqueues it again after the commit."""
+    result = session.execute(
+        update(Job)
+        .where(*owned(job_id, attempt))
+        .values(status=JobStatus.QUEUED, worker=None, heartbeat_at=None, enqueued_at=db_clock(session))
+    )
+    return result.rowcount == 1
+
+
 def count_queued_jobs(*, session: Session) -> int:
     """Jobs waiting to be claimed (queued, not cancelled): each should have a message in the broker."""
     return session.execute(

@@ -17,6 +17,45 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+MAX_DEVICES = 64
+
+
+def spec_errors(spec) -> list[str]:
+    """Why this spec cannot train on several processes ([] when it can, or when devices is 1)."""
+    from service.ml.weighting import STRATEGIES
+    from service.ml.weighting.base import Strategy
+
+    devices = spec.training.devices
+    if devices == 1:
+        return []
+    errors = []
+    name = spec.weighting.strategy
+    cls = STRATEGIES.get(name)
+    if cls is not None and (cls.multi_backward or cls.backward is not Strategy.backward):
+        allowed = sorted(n for n, c in STRATEGIES.items() if not c.multi_backward and c.backward is Strategy.backward)
+        errors.append(f"weighting.strategy: '{name}' acts on per-task gradients and cannot run with "
+                      f"training.devices={devices}; with several devices use one of: {', '.join(allowed)} "
+                      "(or training.devices: 1)")
+    if spec.training.compile:
+        errors.append(f"training.compile: not supported with training.devices={devices} yet; set compile: false "
+                      "or devices: 1")
+    if isinstance(devices, int) and spec.training.batch_size < 2 * devices:
+        errors.append(f"training.batch_size: {spec.training.batch_size} is split over training.devices={devices} "
+                      f"processes; it must be at least {2 * devices} (2 samples per process)")
+    return errors
+
+
+def resolve_devices(requested, device_type: str, available: int) -> int:
+    """training.devices -> the number of processes: "auto" = every visible CUDA device (1 on the CPU). ValueError
+    naming the field when this machine has fewer (available: CUDA devices, or CPU cores)."""
+    if requested == "auto":
+        return max(available, 1) if device_type == "cuda" else 1
+    if requested > available:
+        what = "CUDA device(s)" if device_type == "cuda" else "CPU core(s)"
+        raise ValueError(f"training.devices: {requested} processes requested but this worker has {available} "
+                         f"{what}; use at most {available} or \"auto\"")
+    return int(requested)
+
 
 @dataclass(frozen=True)
 class World:

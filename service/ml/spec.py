@@ -11,10 +11,12 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from service.ml import losses as L
 from service.ml.backbones import BACKBONES
+from service.ml.distributed import MAX_DEVICES
+from service.ml.distributed import spec_errors as _parallel_errors
 from service.ml.heads import HEAD_TYPES
 from service.ml.spec_messages import convert_errors
 from service.ml.spec_messages import show as _show
@@ -198,6 +200,15 @@ class TrainingConfig(_Model):
     early_stopping: EarlyStopping | None = None
     augmentation: Augmentation = Field(default_factory=Augmentation)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # processes (one device each) training this job with DistributedDataParallel; "auto": every visible CUDA device
+    devices: int | Literal["auto"] = 1
+
+    @field_validator("devices", mode="before")
+    @classmethod
+    def _devices(cls, v: Any) -> Any:
+        if v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_DEVICES):
+            return v
+        raise ValueError(f"must be an integer from 1 to {MAX_DEVICES} or \"auto\"")
     mixed_precision: Literal["auto", "bf16", "none"] = "auto"
     compile: bool = False
     freeze_backbone_epochs: int = Field(0, ge=0, le=10000)  # the first N epochs train the heads only
@@ -291,6 +302,7 @@ class Spec(_Model):
                     f"training.early_stopping.metric: '{es.metric}' is not allowed; allowed: val_loss or "
                     f"<task>.<metric> with task one of: {', '.join(names)}"
                 )
+        errors += _parallel_errors(self)
         if errors:
             raise SpecError(errors)
         return self

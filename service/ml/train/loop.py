@@ -15,9 +15,11 @@ from torch import Tensor
 from service.ml import gating, warm_start
 from service.ml import metrics as M
 from service.ml.backbones import finetune
+from service.ml.distributed import World
 from service.ml.losses import masked_loss
 from service.ml.network import MultiTaskCNN
 from service.ml.precision import choose_precision
+from service.ml.train import parallel
 from service.ml.train.batches import DeviceData, batch_bounds
 from service.ml.train.optim import make_optimizer, make_scheduler
 from service.ml.train.split import epoch_seed, stratified_split
@@ -40,8 +42,9 @@ def normalization(spec, data, eff: dict[str, np.ndarray], train_idx: np.ndarray)
 class Run:
     """Everything train() sets up once; kept in one object so the step loop stays small."""
 
-    def __init__(self, spec, data, device: torch.device, weights_dir=None, init=None):
+    def __init__(self, spec, data, device: torch.device, weights_dir=None, init=None, world: World | None = None):
         self.spec, self.device, self.names = spec, device, spec.task_names
+        self.world = world = world or World()  # several processes: service/ml/train/parallel.py
         tc = spec.training
         if len(data.images) < 3:
             raise ValueError(f"training needs at least 3 samples; got {len(data.images)}")
@@ -63,22 +66,26 @@ class Run:
         # loads its checkpoint over them)
         self.warm_start = warm_start.apply(model, spec, *init) if init is not None else None
         self.model = self.precision.prepare(model.to(device))
+        if world.distributed:
+            self.model = parallel.global_batchnorm(self.model, device)
         self.weighting = make_weighting(spec).to(device)
         self.weighting.bind(self.model)
         if tc.compile and self.weighting.multi_backward:
             # several backward passes through one compiled graph need its buffers kept (process-wide switch)
             torch._functorch.config.donated_buffer = False
         self.forward = torch.compile(self.model) if tc.compile else self.model
+        if world.distributed:
+            self.forward = parallel.wrap(self.model, device, world)
         self.opt = make_optimizer(self.model, self.weighting.optimizer_parameters(), tc, cuda)
         self.sched = make_scheduler(self.opt, tc)
         self.shared = self.model.trunk_parameters()
         self.task_params = {t: self.model.head_parameters(t) + self.weighting.parameters_for(t) for t in self.names}
         self.frozen = False  # training.freeze_backbone_epochs: set per epoch
 
-    def _forward(self, x: Tensor) -> dict[str, Tensor]:
+    def _forward(self, x: Tensor, net=None) -> dict[str, Tensor]:
         """The network call: autocast and precision live here (and only here)."""
         with self.precision.autocast(len(x)):
-            out = self.forward(x)
+            out = (net or self.forward)(x)
         return {k: v.float() for k, v in out.items()}
 
     def losses(self, out: dict, targets: dict, masks: dict, counts: dict[str, int]) -> dict[str, Tensor]:
@@ -88,12 +95,20 @@ class Run:
     def step(self, idx: Tensor, cnt: np.ndarray, gen: torch.Generator | None, host_idx: Tensor | None = None
              ) -> dict[str, Tensor]:
         """One optimisation step on samples `idx` (device tensor); cnt: labelled count per head (host)."""
+        x = self.data.inputs(idx, gen, host_idx)  # the global batch (augmentation draws for all of it)
+        if self.world.distributed:  # this rank's share; cnt stays the GLOBAL count (parallel.py)
+            idx, x = parallel.shard(idx, self.world), parallel.shard(x, self.world).contiguous()
         targets, masks = self.data.select(idx)
-        out = self._forward(self.data.inputs(idx, gen, host_idx))
+        out = self._forward(x)
         counts = dict(zip(self.names, (int(c) for c in cnt), strict=True))
-        losses = self.losses(out, targets, masks, counts)
+        losses = to_backward = self.losses(out, targets, masks, counts)
+        if self.world.distributed:
+            losses = {t: v * self.world.size for t, v in losses.items()}
+            to_backward = parallel.connect_inactive(losses, counts)
         self.opt.zero_grad(set_to_none=True)
-        self.weighting.backward(losses, counts, self.shared)
+        self.weighting.backward(to_backward, counts, self.shared)
+        if self.world.distributed:
+            parallel.sync_strategy_grads(self.weighting.optimizer_parameters(), self.world)
         for t, c in counts.items():
             if c == 0:  # this head saw no label: do not move it (AdamW/SGD skip params whose grad is None)
                 for p in self.task_params[t]:
@@ -131,6 +146,8 @@ class Run:
                 continue  # no head has a label in this batch: nothing to learn, skip the step
             losses = self.step(perm_dev[s:e], cnt, aug_gen, perm_host[s:e])
             loss_sum += torch.stack([losses[t].detach() for t in self.names]) * counts_dev[step]
+        if self.world.distributed:
+            loss_sum = parallel.sum_over_ranks(loss_sum) / self.world.size
         labelled = counts.sum(axis=0)
         means = (loss_sum.cpu().numpy() / np.maximum(labelled, 1)).tolist()
         return {t: {"loss": means[j] if labelled[j] else None, "labelled": int(labelled[j])}
@@ -138,7 +155,7 @@ class Run:
 
     @torch.inference_mode()
     def validate(self) -> tuple[dict, float | None]:
-        if len(self.val_idx) == 0:
+        if len(self.val_idx) == 0 or not self.world.is_main:  # several processes: rank 0 validates
             return {}, None
         self.model.eval()
         idx_host = torch.from_numpy(self.val_idx)
@@ -146,7 +163,7 @@ class Run:
         chunks: dict[str, list[Tensor]] = {t: [] for t in self.names}
         bs = max(self.spec.training.batch_size, 256)
         for s in range(0, len(idx_all), bs):
-            out = self._forward(self.data.inputs(idx_all[s : s + bs], None, idx_host[s : s + bs]))
+            out = self._forward(self.data.inputs(idx_all[s : s + bs], None, idx_host[s : s + bs]), self.model)
             for t in self.names:
                 chunks[t].append(out[t].cpu())
         out = {t: torch.cat(chunks[t]) for t in self.names}

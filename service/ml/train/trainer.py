@@ -17,7 +17,9 @@ import torch
 
 from service.ml import metrics as M
 from service.ml.baselines import head_baselines
+from service.ml.distributed import World
 from service.ml.spec import Spec, SpecError
+from service.ml.train import parallel
 from service.ml.train.loop import Run
 from service.ml.train.split import stratified_split
 from service.ml.train.state import CHECKPOINT, TrainResult, cpu_state, load_checkpoint, save_checkpoint, score
@@ -46,10 +48,11 @@ def _check_metric(spec: Spec) -> str:
 def train(spec: Spec, data, *, device: str = "auto", on_epoch: Callable[[dict], None] | None = None,
           should_stop: Callable[[], bool] | None = None, checkpoint_dir: Path | str | None = None,
           on_step: Callable[[dict], None] | None = None, weights_dir: Path | str | None = None,
-          init: tuple | None = None) -> TrainResult:
+          init: tuple | None = None, world: World | None = None) -> TrainResult:
     """Train a MultiTaskCNN on `data` (see module doc). Raises TrainingCancelled when should_stop() turns true.
     weights_dir: the pretrained-weights store (HEADWISE_WEIGHTS_DIR) that `model.pretrained` names an entry of.
-    init: warm start (training.init_from) as (parent spec, parent state dict, source dict): service.ml.warm_start."""
+    init: warm start (training.init_from) as (parent spec, parent state dict, source dict): service.ml.warm_start.
+    world: this process's rank when torchrun started several (service/ml/train/rank_main.py); one otherwise."""
     dev = resolve_device(device, spec)
     select = _check_metric(spec)
     # Deterministic kernels on CPU (process-global: restored afterwards). Filling uninitialised memory with NaN
@@ -62,7 +65,7 @@ def train(spec: Spec, data, *, device: str = "auto", on_epoch: Callable[[dict], 
         det.fill_uninitialized_memory = False
     try:
         result = _train(spec, data, dev, select, on_epoch, should_stop, checkpoint_dir, on_step,
-                        Path(weights_dir) if weights_dir is not None else None, init)
+                        Path(weights_dir) if weights_dir is not None else None, init, world or World())
     finally:
         torch.use_deterministic_algorithms(restore[0], warn_only=restore[1])
         det.fill_uninitialized_memory = restore[2]
@@ -87,9 +90,9 @@ def _epoch(run: Run, epoch: int, should_stop, on_step) -> dict:
             "train": train_stats, "val": val, "val_loss": val_loss}
 
 
-def _train(spec, data, dev, select, on_epoch, should_stop, checkpoint_dir, on_step, weights_dir, init
+def _train(spec, data, dev, select, on_epoch, should_stop, checkpoint_dir, on_step, weights_dir, init, world
            ) -> TrainResult:
-    run = Run(spec, data, dev, weights_dir, init)
+    run = Run(spec, data, dev, weights_dir, init, world)
     higher = M.higher_is_better(select)
     history: list[dict] = []
     best: dict = {"epoch": 0, "score": None, "state": None, "weights": None}
@@ -111,7 +114,9 @@ def _train(spec, data, dev, select, on_epoch, should_stop, checkpoint_dir, on_st
             best = {"epoch": epoch + 1, "score": s, "state": cpu_state(run.model), "weights": item["weights"]}
         if patience is not None and best["epoch"] and epoch + 1 - best["epoch"] >= patience:
             done = True
-        if ckpt_path is not None:
+        if world.distributed:  # rank 0 validated: its early-stopping decision holds for every rank
+            done = parallel.agree(done, dev)
+        if ckpt_path is not None and world.is_main:
             save_checkpoint(ckpt_path, run, epoch + 1, history, best, done)
         if on_epoch is not None:
             on_epoch(item)

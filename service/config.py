@@ -8,7 +8,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -80,6 +80,8 @@ class Settings(BaseSettings):
     LOG_LEVEL: str = "INFO"
     METRICS_TOKEN: str | None = None  # when set, /metrics needs "Authorization: Bearer <token>"
 
+    _memory_auto: bool = PrivateAttr(default=False)  # WORKER_MEMORY_BYTES was filled in, not set
+
     @field_validator("TORCH_THREADS", mode="before")
     @classmethod
     def _threads(cls, value: object) -> object:
@@ -112,7 +114,13 @@ class Settings(BaseSettings):
             self.BROKER_URL = f"sqla+sqlite:///{self.DATA_DIR / 'broker.db'}"
         if not self.WORKER_MEMORY_BYTES:
             self.WORKER_MEMORY_BYTES = int(0.6 * host_memory_bytes())
+            self._memory_auto = True
         return self
+
+    @property
+    def worker_memory_auto(self) -> bool:
+        """True when HEADWISE_WORKER_MEMORY_BYTES was not set (the host default was filled in)."""
+        return self._memory_auto
 
     @property
     def embedded(self) -> bool:

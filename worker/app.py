@@ -98,8 +98,19 @@ _queues: list[str] = []
 
 @signals.worker_init.connect
 def _name_worker(sender=None, **_kwargs) -> None:
-    """Before the pool forks: fix this worker's registry id (children claim jobs under it)."""
-    from worker import presence
+    """Before the pool forks: fix this worker's registry id (children claim jobs under it) and its memory
+    budget (worker/limits.py resolve_worker_budget: a CUDA worker's default follows its GPU)."""
+    import os
+
+    from worker import limits, presence
+
+    settings = get_settings()
+    budget = limits.resolve_worker_budget(settings)
+    if budget != settings.WORKER_MEMORY_BYTES:
+        os.environ["HEADWISE_WORKER_MEMORY_BYTES"] = str(budget)
+        get_settings.cache_clear()
+        log.info("memory budget %d bytes (%.0f%% of this worker's GPU; %s not set)", budget,
+                 100 * limits.GPU_FRACTION, limits.SETTING)
 
     try:
         _queues[:] = sorted(sender.app.amqp.queues.consume_from or sender.app.amqp.queues)

@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import resource
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -33,11 +35,51 @@ SETTING = "HEADWISE_WORKER_MEMORY_BYTES"
 OOM_TEXTS = ("can't allocate memory", "cannot allocate memory", "out of memory", "std::bad_alloc")
 
 
+GPU_FRACTION = 0.9  # a CUDA worker's default budget: this share of its GPU's memory (the rest: other processes)
+
+
+def gpu_memory_bytes(run=subprocess.run) -> int | None:
+    """Total memory of this worker's first visible GPU (nvidia-smi: no torch, no CUDA context in the calling
+    process); None without a GPU or nvidia-smi."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    index = "0" if visible is None else visible.split(",")[0].strip()
+    if index in ("", "-1"):
+        return None
+    try:
+        out = run(["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits", "-i", index],
+                  capture_output=True, text=True, timeout=15)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    try:
+        return int(float(out.stdout.strip().splitlines()[0])) * 1024**2 if out.returncode == 0 else None
+    except (ValueError, IndexError):
+        return None
+
+
+def resolve_worker_budget(settings: Settings, run=subprocess.run) -> int:
+    """This worker's memory budget: HEADWISE_WORKER_MEMORY_BYTES when set; else, for a GPU worker
+    (HEADWISE_TRAIN_DEVICE=cuda...), GPU_FRACTION of its GPU's memory; else the host default (60% of RAM or of the
+    cgroup limit; also for TRAIN_DEVICE "auto", which may train on either). Called once in the Celery main process before the pool forks,
+    which then exports it as HEADWISE_WORKER_MEMORY_BYTES: the claim, the registry, the hard limit and the
+    out-of-memory message all read the same value."""
+    if not settings.worker_memory_auto or not settings.TRAIN_DEVICE.startswith("cuda"):
+        return settings.WORKER_MEMORY_BYTES
+    total = gpu_memory_bytes(run)
+    if total is None:
+        log.warning("HEADWISE_TRAIN_DEVICE=%s but nvidia-smi reports no GPU: the memory budget stays %d bytes "
+                    "(host default); set %s", settings.TRAIN_DEVICE, settings.WORKER_MEMORY_BYTES, SETTING)
+        return settings.WORKER_MEMORY_BYTES
+    return int(GPU_FRACTION * total)
+
+
 @contextmanager
 def host_memory_limit(settings: Settings) -> Iterator[int | None]:
-    """RLIMIT_DATA soft limit = WORKER_MEMORY_BYTES for the duration (never above the hard limit)."""
+    """RLIMIT_DATA soft limit = WORKER_MEMORY_BYTES for the duration (never above the hard limit, nor above the
+    host's RAM / cgroup limit: a GPU worker's budget follows its GPU, and a CPU spec on it must not use that)."""
+    from service.config import host_memory_bytes
+
     soft, hard = resource.getrlimit(resource.RLIMIT_DATA)
-    limit = settings.WORKER_MEMORY_BYTES
+    limit = min(settings.WORKER_MEMORY_BYTES, host_memory_bytes())
     if hard != resource.RLIM_INFINITY:
         limit = min(limit, hard)
     try:

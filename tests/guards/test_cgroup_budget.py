@@ -4,6 +4,8 @@ cgroup trees; "max" and v1's "unlimited" number mean no limit."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 
 from service import config
@@ -55,3 +57,56 @@ def test_the_default_budget_is_60_percent_of_the_lower_of_ram_and_cgroup(tmp_pat
     monkeypatch.delenv("HEADWISE_WORKER_MEMORY_BYTES", raising=False)
     assert Settings().WORKER_MEMORY_BYTES == int(0.6 * 10 * GIB)
     assert Settings(WORKER_MEMORY_BYTES=2 * GIB).WORKER_MEMORY_BYTES == 2 * GIB  # an explicit budget stays
+
+
+def fake_smi(stdout: str, returncode: int = 0, calls: list | None = None):
+    def run(cmd, **_kw):
+        if calls is not None:
+            calls.append(cmd)
+        return subprocess.CompletedProcess(cmd, returncode, stdout=stdout, stderr="")
+
+    return run
+
+
+def test_a_cuda_worker_s_default_budget_follows_its_gpu(monkeypatch):
+    from worker import limits
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-1234,GPU-5678")
+    calls: list = []
+    h200 = fake_smi("143771\n", calls=calls)  # MiB, as nvidia-smi prints memory.total
+    auto = Settings(TRAIN_DEVICE="cuda")
+    assert auto.worker_memory_auto
+    assert limits.resolve_worker_budget(auto, h200) == int(0.9 * 143771 * 1024**2)
+    assert calls[0][-2:] == ["-i", "GPU-1234"]  # the first visible GPU
+    either = Settings(TRAIN_DEVICE="auto")  # may train on the CPU: the host default
+    assert limits.resolve_worker_budget(either, h200) == either.WORKER_MEMORY_BYTES
+    explicit = Settings(TRAIN_DEVICE="cuda", WORKER_MEMORY_BYTES=40 * GIB)
+    assert not explicit.worker_memory_auto and limits.resolve_worker_budget(explicit, h200) == 40 * GIB
+    cpu = Settings(TRAIN_DEVICE="cpu")
+    assert limits.resolve_worker_budget(cpu, h200) == cpu.WORKER_MEMORY_BYTES  # a CPU worker: the host default
+    no_gpu = fake_smi("", returncode=9)
+    assert limits.resolve_worker_budget(auto, no_gpu) == auto.WORKER_MEMORY_BYTES
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # no GPU visible: nvidia-smi is not even asked
+    calls.clear()
+    assert limits.resolve_worker_budget(auto, h200) == auto.WORKER_MEMORY_BYTES and calls == []
+
+
+def test_the_worker_exports_its_resolved_budget_before_the_pool_forks(monkeypatch):
+    """worker_init: the resolved budget becomes HEADWISE_WORKER_MEMORY_BYTES, which the forked children (claim,
+    hard limit, out-of-memory message) and the registry read."""
+    from service.config import get_settings
+    from worker import app, limits, presence
+
+    monkeypatch.delenv("HEADWISE_WORKER_MEMORY_BYTES", raising=False)
+    monkeypatch.delenv(presence.WORKER_ID_ENV, raising=False)
+    monkeypatch.setenv("HEADWISE_TRAIN_DEVICE", "cuda")
+    monkeypatch.setattr(presence, "_own_id", None)
+    monkeypatch.setattr(limits, "gpu_memory_bytes", lambda run=None: 10 * GIB)
+    get_settings.cache_clear()
+    try:
+        app._name_worker(sender=None)
+        assert get_settings().WORKER_MEMORY_BYTES == int(0.9 * 10 * GIB)
+        assert os.environ["HEADWISE_WORKER_MEMORY_BYTES"] == str(int(0.9 * 10 * GIB))
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()

@@ -106,6 +106,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         else:
             job = c.create_job(args.dataset, args.model, spec)
         print(f"job {job.id} {job.status}  (model {args.model})")
+        for w in job.warnings:  # the audit's warnings: the job runs, but a head may learn little
+            print(f"warning: {w.message}", file=sys.stderr)
         if not args.watch:
             return 0
         final = watch_job(c, job.id)
@@ -147,6 +149,10 @@ def cmd_jobs_show(args: argparse.Namespace) -> int:
             print(f"  {key}: {getattr(job, key)}")
     if job.model:
         print(f"  model: {job.model.name} v{job.model.version}")
+    if job.status_detail:
+        print(f"  waiting: {job.status_detail}")
+    for w in job.warnings:
+        print(f"  warning: {w.message}")
     if job.history:
         print("  last epoch: " + progress_line({**job.history[-1].model_dump(mode="json"), "epochs": job.progress.epochs}))
     _print_table(metrics_table(job.metrics.model_dump(mode="json")))
@@ -289,7 +295,7 @@ def add_client_commands(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_guard(cmd_datasets_upload))
     p = dsub.add_parser("ls", parents=[common], help="list datasets")
     p.set_defaults(func=_guard(cmd_datasets_ls))
-    p = dsub.add_parser("audit", parents=[common], help="audit a dataset against a spec (no training)")
+    p = dsub.add_parser("audit", parents=[common], help="audit a dataset against a spec (no training): a dry run of a job; exit 1 when it would be refused")
     p.add_argument("dataset_id")
     p.add_argument("--spec", required=True)
     p.set_defaults(func=_guard(cmd_datasets_audit))

@@ -6,8 +6,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import json
+
 from service.api.app import init_state
 from tests.api.conftest import upload
+from tests.contract.conftest import live_url  # noqa: F401 - pytest fixture
 from tests.ml.conftest import labels_text, png_bytes, write_zip
 
 
@@ -59,3 +62,30 @@ def test_over_the_budget_the_audit_says_fits_false_where_creation_answers_422(cl
     bad = client.post(f"/v1/datasets/{ds}/audit", headers=auth,
                       json={"spec": {**SPEC, "tasks": [{"name": "nope", "type": "binary"}]}}).json()
     assert bad["fits"] is False and "tasks[0].name: column 'nope'" in bad["spec_errors"][0]
+
+
+def test_the_cli_prints_the_warnings_and_fails_a_spec_that_does_not_fit(live_url, app, settings, make_key,  # noqa: F811
+                                                                       tmp_path: Path, capsys) -> None:
+    from service.client.cli import main as cli_main
+
+    key = make_key()
+    spec_path = tmp_path / "spec.json"
+    spec_path.write_text(json.dumps(SPEC))
+    conn = ["--url", live_url, "--key", key]
+    assert cli_main(["train", "--file", str(warned_zip(tmp_path)), "--spec", str(spec_path), "--model", "w",
+                     *conn]) == 0
+    out, err = capsys.readouterr()
+    assert "warning: task 'level' (column 'level'): every labelled value is 3" in err, err
+    job_id = next(line.split()[1] for line in out.splitlines() if line.startswith("job "))
+    dataset = next(line.split()[1] for line in out.splitlines() if line.startswith("dataset "))
+    assert cli_main(["jobs", "show", job_id, *conn]) == 0
+    assert "  warning: task 'size' (column 'size'): its gate 'shape' = 'square'" in capsys.readouterr().out
+
+    assert cli_main(["datasets", "audit", dataset, "--spec", str(spec_path), *conn]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["fits"] is True and json.loads(out)["warnings"][0]["class"] is None
+    assert err.count("warning: ") == 2 and "fits: POST /v1/jobs would accept this spec" in err
+    init_state(app, settings.model_copy(update={"WORKER_MEMORY_BYTES": 64 * 1024**2}))
+    assert cli_main(["datasets", "audit", dataset, "--spec", str(spec_path), *conn]) == 1
+    err = capsys.readouterr().err
+    assert "error: training.batch_size: estimated peak training memory" in err and "does not fit" in err

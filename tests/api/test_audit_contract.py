@@ -4,9 +4,8 @@ same warnings; over the memory budget the audit says fits=false where POST /v1/j
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import json
+from pathlib import Path
 
 from service.api.app import init_state
 from tests.api.conftest import upload

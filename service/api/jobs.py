@@ -162,10 +162,15 @@ def _create_on_dataset(session: Session, storage: Storage, settings: Settings, b
 
 
 def audit_findings(spec, table) -> list[dict]:
-    """The audit's warnings for a job about to be created (stored on the job; they never block it)."""
+    """The audit's warnings for a job about to be created (stored on the job). Advisory: they never block the
+    job, not even when computing them fails (logged with the traceback)."""
     from service.ml.data import audit
 
-    return audit(spec, table)["findings"]
+    try:
+        return audit(spec, table)["findings"]
+    except Exception:  # noqa: BLE001 - a bug in a warning must not refuse a valid job
+        log.exception("audit warnings failed for a new job; the job is created without them")
+        return []
 
 
 def _enqueue(session: Session, job: Job, enqueue) -> JSONResponse:

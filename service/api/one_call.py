@@ -69,7 +69,7 @@ def _form(got: Received) -> tuple[str, dict[str, Any], str]:
 def create_from_upload(session: Session, storage: Storage, settings: Settings, got: Received, team: str,
                        weights_dir: Path | None = None) -> Job:
     """Blocking: check the form, spec and labels, then dataset + job in one committed transaction."""
-    from service.ml.data import audit
+    from service.api.jobs import audit_findings
     from service.ml.weights import check_pretrained
 
     model_name, spec, name = _form(got)
@@ -83,7 +83,7 @@ def create_from_upload(session: Session, storage: Storage, settings: Settings, g
         dataset_id = dataset.id
         job = jobs_repo.create_job(session=session, team=team, dataset_id=dataset.id, model_name=model_name,
                                    spec=resolved.to_json_dict(), params=params,
-                                   warnings=audit(resolved, table)["findings"], memory_bytes=peak)
+                                   warnings=audit_findings(resolved, table), memory_bytes=peak)
         session.commit()  # the worker must find the row: enqueue only after the commit
     except BaseException:
         session.rollback()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+DEFAULT_URL = "http://127.0.0.1:8000"  # the server's default HEADWISE_HOST:HEADWISE_PORT
 _WHERE = {
     "Client": "service.client.sdk",
     "Event": "service.client.sse",
@@ -20,7 +21,7 @@ _WHERE = {
         "Conflict", "Forbidden", "HeadwiseError", "Invalid", "JobTimeout", "NotFound", "TooLarge", "Unauthorized",
         "Unavailable", "error_from_response")},
 }
-__all__ = sorted(_WHERE)
+__all__ = sorted([*_WHERE, "DEFAULT_URL"])
 
 
 def __getattr__(name: str) -> Any:

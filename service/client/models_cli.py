@@ -7,19 +7,12 @@ import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from service.client.cli_base import Command, client, when
 from service.client.render import baseline_summary, baseline_table, table
 
 if TYPE_CHECKING:
     from service.api.schemas import AliasEventRead
-    from service.client.sdk import Client
 
-Command = Callable[[argparse.Namespace], int]
-
-
-def _client(args: argparse.Namespace) -> Client:
-    from service.client.sdk import Client
-
-    return Client(args.url, args.key, timeout=args.timeout)
 
 
 def _dump(data: Any) -> str:
@@ -33,22 +26,18 @@ def _move(event: AliasEventRead) -> str:
     return f"{event.alias}: {before} -> {after} ({event.action})"
 
 
-def _when(value: Any) -> str:
-    return value.strftime("%Y-%m-%d %H:%M:%S") if value else ""
-
-
 def cmd_ls(args: argparse.Namespace) -> int:
-    with _client(args) as c:
+    with client(args) as c:
         items = c.list_models()
     if args.json:
         print(_dump(items))
         return 0
-    print(table([(m.name, m.latest_version, _when(m.created_at)) for m in items], ["model", "latest", "created"]))
+    print(table([(m.name, m.latest_version, when(m.created_at)) for m in items], ["model", "latest", "created"]))
     return 0
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    with _client(args) as c:
+    with client(args) as c:
         model = c.get_model(args.name)
     if args.json:
         print(_dump(model))
@@ -56,7 +45,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     aliases = ", ".join(f"{a.alias}=v{a.version}" for a in model.aliases) or "-"
     print(f"model {model.name}  latest v{model.latest_version}  aliases: {aliases}")
     rows = [(v.version, ", ".join(v.aliases), ", ".join(v.tags), (v.description or "")[:50],
-             baseline_summary(v.metrics.model_dump(mode="json")), _when(v.created_at)) for v in model.versions]
+             baseline_summary(v.metrics.model_dump(mode="json")), when(v.created_at)) for v in model.versions]
     print(table(rows, ["version", "aliases", "tags", "description", "vs baseline", "created"]))
     if model.versions:  # the latest version's heads beside their trivial baselines
         latest = max(model.versions, key=lambda v: v.version)
@@ -67,7 +56,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_alias(args: argparse.Namespace) -> int:
-    with _client(args) as c:
+    with client(args) as c:
         if args.alias_command == "set":
             print(_move(c.set_alias(args.name, args.alias, args.version)))
         elif args.alias_command == "rm":
@@ -78,12 +67,12 @@ def cmd_alias(args: argparse.Namespace) -> int:
         else:
             for event in c.alias_history(args.name, args.alias):
                 who = event.key_name or event.key_id or "server"
-                print(f"{event.seq:>4}  {_when(event.created_at)}  {_move(event)}  by {who}")
+                print(f"{event.seq:>4}  {when(event.created_at)}  {_move(event)}  by {who}")
     return 0
 
 
 def cmd_version(args: argparse.Namespace) -> int:
-    with _client(args) as c:
+    with client(args) as c:
         if args.version_command == "rm":
             c.delete_version(args.name, args.version)
             print(f"deleted {args.name} v{args.version}")

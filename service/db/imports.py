@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from service.db.base import db_clock
 from service.db.tables import DatasetImport
+from service.domain import ImportStatus
 
 
 def create_import(*, session: Session, team: str, source: str, name: str | None,
@@ -126,7 +127,7 @@ def ring_import(*, session: Session, import_id: str, rung_before: datetime) -> b
     return result.rowcount == 1
 
 
-IN_FLIGHT = ("queued", "running")
+IN_FLIGHT = (ImportStatus.QUEUED, ImportStatus.RUNNING)
 
 
 def team_in_flight_bytes(*, session: Session, team: str, exclude: str | None = None) -> int:

@@ -10,9 +10,9 @@ from typing import Any, Self, TypeVar
 import httpx
 from pydantic import BaseModel
 
+from service.client import DEFAULT_URL
 from service.client.errors import Unavailable, error_from_response
 
-DEFAULT_URL = "http://127.0.0.1:8000"
 ImageInput = str | os.PathLike | bytes
 M = TypeVar("M", bound=BaseModel)
 

@@ -17,6 +17,8 @@ from service.db.base import db_clock
 from service.db.tables import DatasetImport
 from service.domain import ImportStatus
 
+IN_FLIGHT = (ImportStatus.QUEUED, ImportStatus.RUNNING)  # an import that may still change
+
 
 def create_import(*, session: Session, team: str, source: str, name: str | None,
                   spec: dict[str, Any] | None) -> DatasetImport:
@@ -70,7 +72,7 @@ def finish(*, session: Session, import_id: str, status: str, error: str | None =
     """running -> succeeded | failed (fenced by attempt when given); without attempt a queued import can be
     failed too (it could not be enqueued)."""
     conds = (_owned(import_id, attempt) if attempt is not None else
-             (DatasetImport.id == import_id, DatasetImport.status.in_(("queued", "running"))))
+             (DatasetImport.id == import_id, DatasetImport.status.in_(IN_FLIGHT)))
     result = session.execute(update(DatasetImport).where(*conds)
                              .values(status=status, error=error, dataset_id=dataset_id,
                                      finished_at=db_clock(session)))
@@ -125,9 +127,6 @@ def ring_import(*, session: Session, import_id: str, rung_before: datetime) -> b
                                     func.coalesce(DatasetImport.enqueued_at, DatasetImport.created_at) < rung_before)
                              .values(enqueued_at=db_clock(session)))
     return result.rowcount == 1
-
-
-IN_FLIGHT = (ImportStatus.QUEUED, ImportStatus.RUNNING)
 
 
 def team_in_flight_bytes(*, session: Session, team: str, exclude: str | None = None) -> int:

@@ -4,7 +4,7 @@ CLI, and they work in an interpreter that has nothing else.
 The light interpreter is the base Python with `-S` (no site-packages at all) and a path holding only the repo and
 the distributions pip installs for the core dependencies (their requirement closure, read from the installed
 metadata): torch, celery, sqlalchemy, numpy, fastapi... cannot be imported there. It runs `headwise` against the
-real app served over HTTP. (A real `pip install .` into a fresh venv takes ~40 s here; README "Install" gives the
+real app served over HTTP. (A real `pip install .` into a fresh venv takes ~40 s here; README "Quick start" gives the
 command.)"""
 
 from __future__ import annotations

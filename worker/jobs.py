@@ -31,6 +31,7 @@ from service.storage import Storage, storage_for
 from service.storage.local import is_disk_full
 from worker import limits
 from worker.checkpoints import CheckpointSync, forget
+from worker.compare import is_comparison, run_comparison, write_plot
 from worker.extras import export_onnx, write_reports
 from worker.monitor import CANCELLED, LEASE_LOST, TIMEOUT, JobMonitor, jsonable
 from worker.ranks import RanksFailed
@@ -207,7 +208,9 @@ def _train_and_register(job: Job, dataset: Dataset | None, settings: Settings, s
 
         try:
             processes = _processes(spec, dev)
-            if processes > 1:  # training.devices: torchrun + DistributedDataParallel (worker/ranks.py)
+            if is_comparison(job):  # the main spec and its variants as sub-runs (worker/compare.py)
+                result = run_comparison(job, spec, data, storage, monitor, device, settings.WEIGHTS_DIR, init)
+            elif processes > 1:  # training.devices: torchrun + DistributedDataParallel (worker/ranks.py)
                 from worker.ranks import train_ranks
 
                 request = {"spec": spec.to_json_dict(), "data": str(storage.abs(dataset.path)),
@@ -246,6 +249,8 @@ def _train_and_register(job: Job, dataset: Dataset | None, settings: Settings, s
         try:
             checksums = save_artifact(result, tmp, extra_files=extra_files, extra_meta=extra_meta)
             write_reports(job, result, data, tmp)
+            if is_comparison(job):
+                write_plot(job, tmp)
         except OSError as exc:
             if not is_disk_full(exc):
                 raise
@@ -256,6 +261,8 @@ def _train_and_register(job: Job, dataset: Dataset | None, settings: Settings, s
         if monitor.stop_reason == LEASE_LOST:
             return LEASE_LOST
         last_epoch = result.history[-1].get("epoch", len(result.history)) if result.history else 0
+        if is_comparison(job):  # the progress bar spans every sub-run
+            last_epoch = epochs = monitor.epochs
         registered = _register(job, result, checksums, tmp, storage,
                                {"epoch": last_epoch, "epochs": epochs, "fraction": 1.0})
     finally:

@@ -16,6 +16,7 @@ from sqlalchemy.orm import sessionmaker
 from service.api import (
     batch_predictions,
     capabilities,
+    comparisons,
     datasets,
     docs,
     evaluations,
@@ -53,7 +54,7 @@ log = logging.getLogger("headwise.api")
 
 def api_router() -> APIRouter:
     router = APIRouter()
-    for module in (predict, v2, health, imports, datasets, jobs, models, registry, spec, capabilities,
+    for module in (predict, v2, health, imports, datasets, jobs, comparisons, models, registry, spec, capabilities,
                    batch_predictions, evaluations, keys, workers, usage):  # predict first: the hot path matches at once
         router.include_router(module.router)
     return router

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from service.api import quotas
+from service.api.comparisons import compare_of, compare_params
 from service.api.deps import EnqueueDep, SessionDep, SettingsDep, StorageDep, get_principal, require
 from service.api.ingest import received, upload_allowance
 from service.api.one_call import create_from_upload, parse_json_body
@@ -50,7 +51,7 @@ def job_read(job: Job, model: tuple[str, int] | None = None, status_detail: str 
         cancel_requested=bool(job.cancel_requested), attempts=job.attempts or 0, status_detail=status_detail,
         warnings=job.warnings or [],
         model=ModelRef(name=model[0], version=model[1]) if model else None,
-        created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at,
+        created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at, compare=compare_of(job),
     )
 
 
@@ -153,7 +154,9 @@ def _create_on_dataset(session: Session, storage: Storage, settings: Settings, b
     spec = resolve_spec(spec, table)  # unknown column, class not in data
     encode_labels(spec, table)  # DataError -> 422: wrong kinds, NaN/inf, naming row and column (not in the worker)
     params = init_from_params(session, team, spec)  # 404 / 422 naming spec.training.init_from
-    peak = quotas.admit_job(session, storage, settings, team, spec, len(table.keys))  # 422 / 507 / 429
+    compare, runs = compare_params(body.compare, spec)  # 422 naming compare.<field>
+    params = {**(params or {}), **compare} if compare else params
+    peak = quotas.admit_job(session, storage, settings, team, spec, len(table.keys), runs)  # 422 / 507 / 429
     job = jobs_repo.create_job(session=session, team=team, dataset_id=dataset.id, model_name=body.model_name,
                                spec=spec.to_json_dict(), params=params, warnings=audit_findings(spec, table),
                                memory_bytes=peak)

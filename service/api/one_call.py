@@ -14,6 +14,7 @@ from pydantic import ValidationError as PydanticValidationError
 from sqlalchemy.orm import Session
 
 from service.api import quotas
+from service.api.comparisons import compare_field, compare_params
 from service.api.errors import validation_detail
 from service.api.ingest import Received, check_archive, dataset_name, spec_field, store_dataset
 from service.api.schemas import NAME_PATTERN
@@ -35,6 +36,8 @@ class JobUpload(BaseModel):
     spec: str = Field(description="the task spec as JSON text (see GET /v1/spec/schema)")
     model_name: str = Field(pattern=NAME_PATTERN, description="registered model name (letters, digits, . _ -)")
     dataset_name: str | None = Field(default=None, max_length=200, description="default: the file's name")
+    compare: str | None = Field(default=None, description="optional comparison block as JSON text (README "
+                                "\"Comparison jobs\")")
 
 
 def parse_json_body(raw: bytes, model: type[Model]) -> Model:
@@ -51,9 +54,9 @@ def parse_json_body(raw: bytes, model: type[Model]) -> Model:
 
 def _form(got: Received) -> tuple[str, dict[str, Any], str]:
     """The text fields -> (model name, spec dict, dataset name); 422 naming the field."""
-    unknown = sorted(set(got.fields) - {"spec", "model_name", "dataset_name"})
+    unknown = sorted(set(got.fields) - {"spec", "model_name", "dataset_name", "compare"})
     if unknown:
-        raise ValidationError(f"{unknown[0]}: unexpected field; send file, spec, model_name, dataset_name")
+        raise ValidationError(f"{unknown[0]}: unexpected field; send file, spec, model_name, dataset_name, compare")
     model_name = (got.fields.get("model_name") or "").strip()
     if not model_name:
         raise ValidationError("model_name: field required")
@@ -76,9 +79,11 @@ def create_from_upload(session: Session, storage: Storage, settings: Settings, g
     table, resolved = check_archive(got, spec)
     check_pretrained(weights_dir, resolved)  # model.pretrained not installed -> 422
     params = init_from_params(session, team, resolved)  # 404 / 422 naming spec.training.init_from
+    compare, runs = compare_params(compare_field(got.fields.get("compare")), resolved)  # 422 naming compare.<field>
+    params = {**(params or {}), **compare} if compare else params
     dataset_id = None
     try:
-        peak = quotas.admit_job(session, storage, settings, team, resolved, len(table.keys))  # 422 / 507 / 429
+        peak = quotas.admit_job(session, storage, settings, team, resolved, len(table.keys), runs)  # 422/507/429
         dataset = store_dataset(session, storage, got, table, team=team, name=name, settings=settings)
         dataset_id = dataset.id
         job = jobs_repo.create_job(session=session, team=team, dataset_id=dataset.id, model_name=model_name,

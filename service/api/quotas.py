@@ -78,17 +78,19 @@ def storage_detail(team: str, used: int, limit: int) -> str:
             f"(HEADWISE_TEAM_MAX_STORAGE_BYTES)")
 
 
-def check_job_size(spec: Any, num_samples: int, settings: Settings) -> None:
-    """422 (SpecError naming training.epochs) when epochs x samples exceeds JOB_MAX_SAMPLE_EPOCHS."""
+def check_job_size(spec: Any, num_samples: int, settings: Settings, runs: int = 1) -> None:
+    """422 (SpecError naming training.epochs) when epochs x samples (x the sub-runs of a comparison) exceeds
+    JOB_MAX_SAMPLE_EPOCHS."""
     from service.ml.spec import SpecError
 
     limit = settings.JOB_MAX_SAMPLE_EPOCHS
-    work = spec.training.epochs * num_samples
+    work = spec.training.epochs * num_samples * runs
     if limit and work > limit:
-        fits = max(limit // max(num_samples, 1), 0)
-        raise SpecError([f"training.epochs: {spec.training.epochs} epochs x {num_samples} samples = {work} "
+        fits = max(limit // max(num_samples * runs, 1), 0)
+        times = f" x {runs} sub-runs (compare)" if runs > 1 else ""
+        raise SpecError([f"training.epochs: {spec.training.epochs} epochs x {num_samples} samples{times} = {work} "
                          f"exceeds the per-job limit of {limit} (HEADWISE_JOB_MAX_SAMPLE_EPOCHS); "
-                         f"at most {fits} epochs fit on this dataset"])
+                         f"at most {fits} epochs fit on this dataset" + (" with this compare block" if times else "")])
 
 
 def train_device(spec: Any, settings: Settings) -> str:
@@ -121,11 +123,12 @@ def check_memory(spec: Any, num_samples: int, settings: Settings) -> int:
     return memory.estimate(spec, num_samples, device=device).total
 
 
-def admit_job(session: Session, storage: Storage, settings: Settings, team: str, spec: Any, num_samples: int) -> int:
-    """Every check a new job passes before its row is written: epochs x samples and memory (422), the team's
-    storage (507) and active jobs (429, taking the team's lock until the transaction ends). Returns the
-    estimated peak memory (stored on the job: a worker claims it only within its own budget)."""
-    check_job_size(spec, num_samples, settings)
+def admit_job(session: Session, storage: Storage, settings: Settings, team: str, spec: Any, num_samples: int,
+              runs: int = 1) -> int:
+    """Every check a new job passes before its row is written: epochs x samples (x the sub-runs of a comparison)
+    and memory (422), the team's storage (507) and active jobs (429, taking the team's lock until the transaction
+    ends). Returns the estimated peak memory (stored on the job: a worker claims it only within its own budget)."""
+    check_job_size(spec, num_samples, settings, runs)
     peak = check_memory(spec, num_samples, settings)
     check_storage(session, storage, settings, team)
     check_active_jobs(session, settings, team)

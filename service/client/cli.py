@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from service.client import compare_cli
 from service.client.cli_base import client, common_options, guard, print_json, print_table, when
 from service.client.render import baseline_table, metrics_table, progress_line, table
 from service.client.watch import watch_job
@@ -73,12 +74,14 @@ def cmd_datasets_rm(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     spec = json.loads(Path(args.spec).read_text())
+    compare = args.compare and json.loads(Path(args.compare[1:]).read_text() if args.compare.startswith("@")
+                                          else args.compare)
     with client(args) as c:
         if args.file:  # one call: upload + train
-            job = c.train(args.file, spec, args.model, dataset_name=args.dataset_name)
+            job = c.train(args.file, spec, args.model, dataset_name=args.dataset_name, compare=compare or None)
             print(f"dataset {job.dataset_id} uploaded")
         else:
-            job = c.create_job(args.dataset, args.model, spec)
+            job = c.create_job(args.dataset, args.model, spec, compare=compare or None)
         print(f"job {job.id} {job.status}  (model {args.model})")
         for w in job.warnings:  # the audit's warnings: the job runs, but a head may learn little
             print(f"warning: {w.message}", file=sys.stderr)
@@ -146,6 +149,10 @@ def cmd_jobs_watch(args: argparse.Namespace) -> int:
         return _print_final(watch_job(c, args.job_id))
 
 
+def cmd_jobs_compare(args: argparse.Namespace) -> int:
+    return compare_cli.cmd_jobs_compare(args, client)
+
+
 # ----------------------------------------------------------------------------------------- registration
 def add_client_commands(subparsers: argparse._SubParsersAction) -> None:
     common = common_options()
@@ -174,14 +181,16 @@ def add_client_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--spec", required=True, help="task spec JSON file")
     p.add_argument("--model", required=True, help="registered model name")
     p.add_argument("--watch", action="store_true", help="follow progress until the job ends")
+    p.add_argument("--compare", help="a comparison block as JSON text or @file (README \"Comparison jobs\")")
     p.set_defaults(func=guard(cmd_train))
 
-    jobs = subparsers.add_parser("jobs", help="list, show, watch and cancel jobs")
-    jsub = jobs.add_subparsers(dest="jobs_command", metavar="{ls,show,watch,cancel}", required=True)
+    jobs = subparsers.add_parser("jobs", help="list, show, watch, cancel and compare jobs")
+    jsub = jobs.add_subparsers(dest="jobs_command", metavar="{ls,show,watch,cancel,compare}", required=True)
     p = jsub.add_parser("ls", parents=[common], help="list jobs")
     p.set_defaults(func=guard(cmd_jobs_ls))
     for name, func, text in (("show", cmd_jobs_show, "show a job"), ("watch", cmd_jobs_watch, "follow a job"),
-                             ("cancel", cmd_jobs_cancel, "cancel a job")):
+                             ("cancel", cmd_jobs_cancel, "cancel a job"),
+                             ("compare", cmd_jobs_compare, "a comparison job's report (a table; --json)")):
         p = jsub.add_parser(name, parents=[common], help=text)
         p.add_argument("job_id")
         p.set_defaults(func=guard(func))

@@ -169,6 +169,14 @@ def write_progress(
     return result.rowcount == 1
 
 
+def write_params(*, session: Session, job_id: str, attempt: int, params: dict[str, Any]) -> bool:
+    """Replace a running job's params (a comparison's finished sub-runs); also a heartbeat. False when this
+    attempt no longer owns the job."""
+    result = session.execute(update(Job).where(*owned(job_id, attempt))
+                             .values(params=params, heartbeat_at=db_clock(session)))
+    return result.rowcount == 1
+
+
 def is_cancel_requested(*, session: Session, job_id: str) -> bool:
     flag = session.execute(select(Job.cancel_requested).where(Job.id == job_id)).scalar_one_or_none()
     return bool(flag)

@@ -70,6 +70,14 @@ def test_every_route_has_a_typed_method(app, server, make_key, register_model, e
     assert user.get_job(job.id).model_name == "queued-one"
     cancelled = user.cancel_job(job.id)
     assert cancelled.status is JobStatus.CANCELLED and cancelled.finished_at is not None
+    with pytest.raises(hc.NotFound):  # no compare block
+        user.job_comparison(job.id)
+    compared = user.create_job(ds.id, "compared", tiny_spec(), compare={"weighting": ["uncertainty"]})
+    assert compared.compare == {"single_task": False, "weighting": ["uncertainty"], "seeds": 1, "register": "main"}
+    report = user.job_comparison(compared.id)
+    assert isinstance(report, s.ComparisonRead) and (report.runs_total, report.complete) == (2, False)
+    assert user.job_comparison_png(compared.id).startswith(b"\x89PNG")
+    user.cancel_job(compared.id)
 
     job_id, _ = register_model("shapes", dataset_id=ds.id)
     register_model("shapes", dataset_id=ds.id)

@@ -8,6 +8,7 @@ Pydantic and service.domain only. One module per area; every name is re-exported
     payloads.py  engine-made payloads: column summaries, metrics, history, per-head /predict outputs
     datasets.py  datasets, audits, dataset imports
     jobs.py      training jobs, batch predictions, evaluations
+    comparisons.py  the report of a comparison job
     models.py    registered models, versions, aliases, /predict
     keys.py      API keys
 
@@ -22,6 +23,16 @@ from service.api.schemas.base import (
     Page,
     SpecJson,
     Timestamp,
+)
+from service.api.schemas.comparisons import (
+    ComparisonBest,
+    ComparisonCompute,
+    ComparisonHead,
+    ComparisonOverall,
+    ComparisonRead,
+    ComparisonResult,
+    ComparisonVariant,
+    ComparisonVerdict,
 )
 from service.api.schemas.datasets import (
     AuditCreate,
@@ -96,6 +107,14 @@ __all__ = [
     "AuditFinding",
     "AuditRead",
     "AuditSpecJson",
+    "ComparisonBest",
+    "ComparisonCompute",
+    "ComparisonHead",
+    "ComparisonOverall",
+    "ComparisonRead",
+    "ComparisonResult",
+    "ComparisonVariant",
+    "ComparisonVerdict",
     "BatchPredictionCreate",
     "BatchPredictionList",
     "BatchPredictionRead",

@@ -27,6 +27,9 @@ class JobCreate(BaseModel):
     dataset_id: str
     model_name: str = Field(pattern=NAME_PATTERN, description="registered model name (letters, digits, . _ -)")
     spec: SpecJson
+    compare: dict[str, Any] | None = Field(
+        default=None, description="optional comparison (README \"Comparison jobs\"): {single_task: bool, weighting: "
+        "[strategy], seeds: 1..5, register: main|best}; the main spec and each variant train as sub-runs of this job")
 
 
 class Progress(BaseModel):
@@ -63,6 +66,8 @@ class JobRead(BaseModel):
     created_at: Timestamp
     started_at: Timestamp | None
     finished_at: Timestamp | None
+    compare: dict[str, Any] | None = Field(default=None, description="the comparison asked for (null: none); "
+                                           "its report: GET /v1/jobs/{id}/comparison")
 
 
 class JobList(Page):

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from service.api.schemas import JobList, JobRead
+from service.api.schemas import ComparisonRead, JobList, JobRead
 from service.client.errors import JobTimeout, Unavailable, error_from_response
 from service.client.sdk.base import Base, _drop_none
 from service.client.sse import Event, iter_sse
@@ -23,16 +23,19 @@ class JobsAPI(Base):
         """The task spec's JSON Schema (GET /v1/spec/schema): validate specs before sending them."""
         return self._request("GET", "/v1/spec/schema").json()
 
-    def create_job(self, dataset_id: str, model_name: str, spec: dict[str, Any]) -> JobRead:
-        body = {"dataset_id": dataset_id, "model_name": model_name, "spec": spec}
+    def create_job(self, dataset_id: str, model_name: str, spec: dict[str, Any],
+                   compare: dict[str, Any] | None = None) -> JobRead:
+        """compare: an optional comparison block (README "Comparison jobs"); its report: job_comparison()."""
+        body = _drop_none(dataset_id=dataset_id, model_name=model_name, spec=spec, compare=compare)
         return self._model(JobRead, "POST", "/v1/jobs", json=body)
 
     def train(self, file: str | os.PathLike, spec: dict[str, Any], model_name: str,
-              dataset_name: str | None = None) -> JobRead:
+              dataset_name: str | None = None, compare: dict[str, Any] | None = None) -> JobRead:
         """One call: upload the dataset and queue its training job (the spec and every label are checked first;
         on any error nothing is created). Returns the queued job, with its new `dataset_id`."""
         path = Path(file)
-        data = _drop_none(spec=json.dumps(spec), model_name=model_name, dataset_name=dataset_name)
+        data = _drop_none(spec=json.dumps(spec), model_name=model_name, dataset_name=dataset_name,
+                          compare=json.dumps(compare) if compare is not None else None)
         with path.open("rb") as fh:
             return self._model(JobRead, "POST", "/v1/jobs", files={"file": (path.name, fh)}, data=data)
 
@@ -77,3 +80,10 @@ class JobsAPI(Base):
 
     def job_curves_png(self, job_id: str) -> bytes:
         return self._request("GET", f"/v1/jobs/{job_id}/plots/curves.png").content
+
+    def job_comparison(self, job_id: str) -> ComparisonRead:
+        """A comparison job's report (NotFound when the job has no compare block; complete=False while running)."""
+        return self._model(ComparisonRead, "GET", f"/v1/jobs/{job_id}/comparison")
+
+    def job_comparison_png(self, job_id: str) -> bytes:
+        return self._request("GET", f"/v1/jobs/{job_id}/plots/comparison.png").content

@@ -42,7 +42,8 @@ def normalization(spec, data, eff: dict[str, np.ndarray], train_idx: np.ndarray)
 class Run:
     """Everything train() sets up once; kept in one object so the step loop stays small."""
 
-    def __init__(self, spec, data, device: torch.device, weights_dir=None, init=None, world: World | None = None):
+    def __init__(self, spec, data, device: torch.device, weights_dir=None, init=None, world: World | None = None,
+                 split=None):
         self.spec, self.device, self.names = spec, device, spec.task_names
         self.world = world = world or World()  # several processes: service/ml/train/parallel.py
         tc = spec.training
@@ -51,7 +52,8 @@ class Run:
         self.values = {t: data.labels[t].values for t in self.names}
         self.own = {t: data.labels[t].mask.astype(bool) for t in self.names}
         self.eff = gating.effective_masks(spec, self.values, self.own)
-        self.train_idx, self.val_idx = stratified_split(spec, data)
+        self.train_idx, self.val_idx = ((np.asarray(split[0], dtype=np.int64), np.asarray(split[1], dtype=np.int64))
+                                        if split is not None else stratified_split(spec, data))
         self.norm = normalization(spec, data, self.eff, self.train_idx)
         self.data = DeviceData(spec, data, self.eff, self.norm, device)
 

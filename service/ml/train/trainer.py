@@ -48,11 +48,13 @@ def _check_metric(spec: Spec) -> str:
 def train(spec: Spec, data, *, device: str = "auto", on_epoch: Callable[[dict], None] | None = None,
           should_stop: Callable[[], bool] | None = None, checkpoint_dir: Path | str | None = None,
           on_step: Callable[[dict], None] | None = None, weights_dir: Path | str | None = None,
-          init: tuple | None = None, world: World | None = None) -> TrainResult:
+          init: tuple | None = None, world: World | None = None, split: tuple | None = None) -> TrainResult:
     """Train a MultiTaskCNN on `data` (see module doc). Raises TrainingCancelled when should_stop() turns true.
     weights_dir: the pretrained-weights store (HEADWISE_WEIGHTS_DIR) that `model.pretrained` names an entry of.
     init: warm start (training.init_from) as (parent spec, parent state dict, source dict): service.ml.warm_start.
-    world: this process's rank when torchrun started several (service/ml/train/rank_main.py); one otherwise."""
+    world: this process's rank when torchrun started several (service/ml/train/rank_main.py); one otherwise.
+    split: (train indices, val indices) to use instead of the spec's own seeded split (comparison sub-runs keep
+    the main spec's split whatever their seed or heads)."""
     dev = resolve_device(device, spec)
     select = _check_metric(spec)
     # Deterministic kernels on CPU (process-global: restored afterwards). Filling uninitialised memory with NaN
@@ -65,14 +67,14 @@ def train(spec: Spec, data, *, device: str = "auto", on_epoch: Callable[[dict], 
         det.fill_uninitialized_memory = False
     try:
         result = _train(spec, data, dev, select, on_epoch, should_stop, checkpoint_dir, on_step,
-                        Path(weights_dir) if weights_dir is not None else None, init, world or World())
+                        Path(weights_dir) if weights_dir is not None else None, init, world or World(), split)
     finally:
         torch.use_deterministic_algorithms(restore[0], warn_only=restore[1])
         det.fill_uninitialized_memory = restore[2]
     # each head's primary metric beside its trivial baseline (service/ml/baselines.py), on the run's split
     result.metrics["baselines"] = head_baselines(
         spec, {t: data.labels[t].values for t in spec.task_names}, {t: data.labels[t].mask for t in spec.task_names},
-        *stratified_split(spec, data), result.metrics.get("tasks") or {})
+        *(split if split is not None else stratified_split(spec, data)), result.metrics.get("tasks") or {})
     return result
 
 
@@ -90,9 +92,9 @@ def _epoch(run: Run, epoch: int, should_stop, on_step) -> dict:
             "train": train_stats, "val": val, "val_loss": val_loss}
 
 
-def _train(spec, data, dev, select, on_epoch, should_stop, checkpoint_dir, on_step, weights_dir, init, world
-           ) -> TrainResult:
-    run = Run(spec, data, dev, weights_dir, init, world)
+def _train(spec, data, dev, select, on_epoch, should_stop, checkpoint_dir, on_step, weights_dir, init, world,
+           split=None) -> TrainResult:
+    run = Run(spec, data, dev, weights_dir, init, world, split)
     higher = M.higher_is_better(select)
     history: list[dict] = []
     best: dict = {"epoch": 0, "score": None, "state": None, "weights": None}

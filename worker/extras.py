@@ -21,7 +21,8 @@ def write_reports(job: Job, result: Any, data: Any, artifact_dir: Path) -> None:
     from service.reports.version import REPORTS_DIR, write_version_reports
 
     started = time.monotonic()
-    weighting = (job.spec or {}).get("weighting") if isinstance(job.spec, dict) else None
+    weighting = result.spec.to_json_dict().get("weighting")  # the registered model's (a comparison may register
+    # another weighting than the job spec's)
     written = write_version_reports(result, data, artifact_dir / REPORTS_DIR, f"{job.model_name} · job {job.id[:8]}",
                                     weighting if isinstance(weighting, dict) else None)
     log.info("job %s: %d report files in %.1f s", job.id, len(written), time.monotonic() - started)

@@ -123,3 +123,72 @@ def test_single_task_data_keeps_the_gated_rows_only() -> None:
     sub = C.sub_data(s, data, run)
     # row 1 is known negative (kind 'b' is not a gate class), row 2 has an unknown gate (kept, as in training)
     assert list(sub.labels) == ["size"] and sub.labels["size"].mask.tolist() == [True, False, True, False]
+
+
+def test_a_stopped_comparison_resumes_finished_sub_runs_kept_and_the_running_one_from_its_checkpoint(tmp_path) -> None:
+    from service.ml.compare_run import run_comparison
+    from service.ml.data import load_training_data
+    from service.ml.examples import example_spec, make_example_dataset
+    from service.ml.train import TrainingCancelled
+
+    raw = example_spec(image_size=16, weighting="fixed", epochs=2)
+    raw["model"].update(width=4, depth=1, head_hidden=8)
+    raw["training"].update(batch_size=16, device="cpu")
+    s, data = load_training_data(parse_spec(raw), make_example_dataset(tmp_path / "x.zip", n=32, image_size=16),
+                                 tmp_path / "cache")
+    block = C.check_compare({"weighting": ["uncertainty"]}, s)
+    saved, seen, stop = [], [], []
+
+    def on_epoch(item):
+        seen.append((item["run"], item["epoch"]))
+        if item["epoch"] == 3:  # the second sub-run's first epoch (epochs count over sub-runs)
+            stop.append(True)
+
+    kwargs = dict(device="cpu", checkpoint_root=tmp_path / "runs", main_metric=main_metric, on_epoch=on_epoch)
+    with pytest.raises(TrainingCancelled):
+        run_comparison(s, block, data, save=saved.append, should_stop=lambda: bool(stop), **kwargs)
+    assert seen == [("main/s0", 1), ("main/s0", 2), ("weighting:uncertainty/s0", 3)] and len(saved) == 1
+    seen.clear()
+    result, state = run_comparison(s, block, data, state=saved[-1], save=saved.append, **kwargs)
+    assert seen == [("weighting:uncertainty/s0", 4)]  # main kept, the running sub-run resumed after its epoch 1
+    assert state["runs"]["main/s0"] == saved[0]["runs"]["main/s0"] and state["registered"]["variant"] == "main"
+    assert result.metrics["tasks"]["category"]["accuracy"] == state["runs"]["main/s0"]["metrics"]["category"]["value"]
+
+
+def test_jobs_compare_command_prints_the_tables_or_json(capsys) -> None:
+    import argparse
+    import json
+    from contextlib import nullcontext
+
+    from service.api.schemas import ComparisonRead
+    from service.client import compare_cli
+
+    report = ComparisonRead.model_validate({
+        "job_id": "j1", "status": "running", "complete": False, "runs_done": 1, "runs_total": 2,
+        "compare": {"weighting": ["dwa"]}, "seeds": [0],
+        "variants": [{"name": "main", "strategy": "fixed", "runs": 1, "runs_done": 1,
+                      "compute": {"seconds": 1.5, "epochs": 2, "samples": 80}},
+                     {"name": "weighting:dwa", "strategy": "dwa", "runs": 1}],
+        "heads": [{"head": "kind", "metric": "accuracy", "higher_is_better": True, "labelled": 9,
+                   "baseline": {"kind": "majority", "value": 0.5}, "beats_baseline": False,
+                   "results": [{"variant": "main", "mean": 0.5, "std": None, "min": 0.5, "max": 0.5, "values": [0.5],
+                                "labelled": 9}],
+                   "verdict": {"single_task": None, "difference": None, "noise": None, "method": "bootstrap"},
+                   "best_weighting": None}],
+        "best_weighting": None, "registered": None, "verdict_rule": None, "register_rule": None, "plot": "/p.png"})
+
+    class Fake:
+        def job_comparison(self, job_id):
+            assert job_id == "j1"
+            return report
+
+    for as_json in (False, True):
+        args = argparse.Namespace(job_id="j1", json=as_json)
+        assert compare_cli.cmd_jobs_compare(args, lambda a: nullcontext(Fake())) == 0
+        out = capsys.readouterr().out
+        if as_json:
+            assert json.loads(out)["runs_total"] == 2
+        else:
+            assert "1/2 sub-runs (running, not complete)" in out and "baseline (majority)  0.5000" in out
+            assert "kind  -                -           -      -               -                   NO" in out
+            assert "weighting:dwa  0/1   -" in out

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from service.client.compare_cli import comparison_text
 from service.db.base import session_scope
 from service.db.tables import ModelVersion
 
@@ -120,6 +121,9 @@ def check_example(api: TestClient, job_id: str, job) -> None:
     assert main_metrics == [job.metrics["tasks"][h["head"]][h["metric"]] for h in report["heads"]]
     assert all(v["compute"]["epochs"] > 0 and v["compute"]["seconds"] > 0 for v in report["variants"])
     assert job.progress["fraction"] == 1.0 and job.progress["epochs"] == 12
+    text = comparison_text(report)  # what `headwise jobs compare` prints
+    assert "category  accuracy ^  single_task" in text and "best weighting overall" in text
+    assert f"registered: {best['variant']} (seed 0) as version 1" in text
     png = api.get(f"/v1/jobs/{job_id}/plots/comparison.png")
     assert png.status_code == 200 and png.content.startswith(b"\x89PNG")
     assert png.headers["cache-control"].startswith("private")  # the worker's stored plot
@@ -131,7 +135,8 @@ def check_digits(api: TestClient, job_id: str) -> None:
     heads = {h["head"]: h for h in report["heads"]}
     coin = heads["coin"]  # random labels: nothing to share, nothing to learn
     assert coin["verdict"]["single_task"] != "multi-task better", coin
-    assert coin["verdict"]["method"] == "seeds+bootstrap" and coin["verdict"]["noise"] > 0
+    # (noise may be 0: a random head often ends predicting its majority class in every variant and seed)
+    assert coin["verdict"]["method"] == "seeds+bootstrap" and coin["verdict"]["noise"] >= 0
     assert all(len(r["values"]) == 2 and r["std"] is not None for r in coin["results"])
     digit = heads["digit"]
     assert digit["beats_baseline"] is True and digit["baseline"]["kind"] == "majority"

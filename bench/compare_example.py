@@ -21,7 +21,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import emit, machine  # noqa: E402
 from service.client.compare_cli import comparison_text  # noqa: E402
-from service.domain import main_metric  # noqa: E402
 from service.ml.compare import check_compare, plan_summary  # noqa: E402
 from service.ml.compare_run import run_comparison  # noqa: E402
 from service.ml.data import load_training_data  # noqa: E402
@@ -49,8 +48,7 @@ def main() -> None:
                                "weighting": [w for w in args.weighting.split(",") if w]}, spec)
         plan = plan_summary(spec, block)
         started = time.perf_counter()
-        _, state = run_comparison(spec, block, data, device="cpu", checkpoint_root=Path(tmp) / "runs",
-                                  main_metric=main_metric)
+        _, state = run_comparison(spec, block, data, device="cpu", checkpoint_root=Path(tmp) / "runs")
         seconds = time.perf_counter() - started
     report = {"job_id": "bench", "status": "succeeded", "complete": True, "runs_done": len(state["runs"]),
               "runs_total": len(plan["runs"]), "compare": block, "seeds": plan["seeds"], **state["report"],

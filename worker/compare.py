@@ -16,7 +16,6 @@ from typing import Any
 from service.db import jobs as jobs_repo
 from service.db.base import session_scope
 from service.db.tables import Job
-from service.domain import main_metric
 from service.storage import Storage
 from worker.monitor import LEASE_LOST, JobMonitor, jsonable
 
@@ -41,7 +40,7 @@ def run_comparison(job: Job, spec: Any, data: Any, storage: Storage, monitor: Jo
     result, state = compare_run.run_comparison(
         spec, params["compare"], data, device=device, checkpoint_root=storage.checkpoint_dir(job.id),
         state=params.get("comparison"), save=save, should_stop=monitor.should_stop, on_epoch=monitor.on_epoch,
-        on_step=monitor.on_step, weights_dir=weights_dir, init=init, main_metric=main_metric)
+        on_step=monitor.on_step, weights_dir=weights_dir, init=init)
     save(state)
     job.params = {**params, "comparison": jsonable(state)}
     return result

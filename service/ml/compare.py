@@ -175,27 +175,3 @@ def scored_rows(spec: Spec, data, val_idx: np.ndarray) -> dict[str, np.ndarray]:
     """Per head: the validation rows it is scored on (own label, gate chain not known negative), in order."""
     eff = effective(spec, data)
     return {t: val_idx[eff[t][val_idx]] for t in spec.task_names}
-
-
-def trivial_baselines(spec: Spec, data, split: tuple[np.ndarray, np.ndarray], metric_of) -> dict[str, dict]:
-    """Per head: the primary metric of a constant predictor fitted on the training rows and scored on the
-    scored validation rows: "majority" (classification: the most frequent class; binary: the positive rate as
-    probability; multilabel: each tag's rate) or "mean" (regression, in label units). metric_of(task) -> name.
-    (peer's service/ml/baselines.py, when present, is the one place for this; this is the comparison's own.)"""
-    train_idx, val_idx = split
-    eff = effective(spec, data)
-    out: dict[str, dict] = {}
-    for t in spec.tasks:
-        values = np.asarray(data.labels[t.name].values)
-        ytr, yva = values[train_idx[eff[t.name][train_idx]]], values[val_idx[eff[t.name][val_idx]]]
-        if not len(ytr) or not len(yva):
-            out[t.name] = {"kind": None, "value": None}
-            continue
-        if values.ndim == 1 and values.dtype.kind in "iu":
-            const, kind = np.bincount(ytr.astype(np.int64)).argmax(), "majority"
-        else:
-            const, kind = ytr.astype(np.float64).mean(axis=0), ("mean" if t.type == "regression" else "majority")
-        p = np.broadcast_to(const, yva.shape).copy() if values.ndim > 1 else np.full(len(yva), const)
-        value = t.head.scores(t, yva, p).get(metric_of(t))
-        out[t.name] = {"kind": kind, "value": None if value is None else float(value)}
-    return out

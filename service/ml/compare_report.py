@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from service.ml.baselines import beats as beats_baseline
+from service.ml.baselines import primary_metric
 from service.ml.compare import MAIN, SINGLE, WEIGHTING
 from service.ml.metrics import higher_is_better
 
@@ -44,10 +46,9 @@ BEST_RULE = ("the weighting variant (main included) with the best mean rank acro
              "order asked; single-task models are never registered")
 
 
-def head_metric(task, main_metric) -> str:
-    """The head's primary metric: main_metric (service.domain.main_metric, passed in: the engine imports nothing
-    outside service.ml) over the metrics its head type reports."""
-    return main_metric({m: 0.0 for m in task.head.metrics}) or task.head.metrics[0]
+def head_metric(task) -> str:
+    """The head's primary metric: the one its trivial baseline is scored on (service/ml/baselines.py)."""
+    return primary_metric(task)
 
 
 def spread(values: list[float | None]) -> dict[str, float | None]:
@@ -115,17 +116,17 @@ def _ranks(means: dict[str, float], higher: bool) -> dict[str, float]:
 
 
 def build_report(spec, plan: dict[str, Any], runs: dict[str, dict], truth: dict[str, np.ndarray],
-                 baselines: dict[str, dict], main_metric) -> dict[str, Any]:
+                 baselines: dict[str, dict]) -> dict[str, Any]:
     """The report of the finished sub-runs `runs` (key -> record, see compare_run.record); truth: per head the
-    labels of its scored validation rows, in the order the stored predictions follow; main_metric: as in
-    head_metric."""
+    labels of its scored validation rows, in the order the stored predictions follow; baselines: per head
+    {"kind", "value"} (service/ml/baselines.py)."""
     names = [v["name"] for v in plan["variants"]]
     by_variant = {v: [r for r in runs.values() if r["variant"] == v] for v in names}
     weight_variants = [v for v in names if v == MAIN or v.startswith(WEIGHTING + ":")]
     heads, ranks = [], {v: [] for v in weight_variants}
     fixed = next((v for v in weight_variants if plan_strategy(plan, v) == "fixed"), None)
     for t in spec.tasks:
-        metric = head_metric(t, main_metric)
+        metric = head_metric(t)
         higher = higher_is_better(metric)
         results = []
         for v in names:
@@ -150,9 +151,7 @@ def build_report(spec, plan: dict[str, Any], runs: dict[str, dict], truth: dict[
                     "fixed_within_noise": near}
         base = baselines.get(t.name)
         main_mean = means.get(MAIN)
-        beats = None
-        if base and base.get("value") is not None and main_mean is not None:
-            beats = main_mean > base["value"] if higher else main_mean < base["value"]
+        beats = beats_baseline(metric, main_mean, (base or {}).get("value"))  # the margin rule of baselines.py
         heads.append({
             "head": t.name, "metric": metric, "higher_is_better": higher,
             "labelled": int(len(y)), "baseline": base, "beats_baseline": beats, "results": results,

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from service.ml import compare as C
+from service.ml.baselines import trivial_baselines
 from service.ml.compare_report import best_variant, build_report, head_metric
 from service.ml.train import TrainingCancelled, stratified_split, train
 
@@ -23,10 +24,9 @@ from service.ml.train import TrainingCancelled, stratified_split, train
 def run_comparison(spec, block: dict[str, Any], data, *, device: str = "auto", checkpoint_root: Path | None = None,
                    state: dict[str, Any] | None = None, save: Callable[[dict], None] | None = None,
                    should_stop: Callable[[], bool] | None = None, on_epoch: Callable[[dict], None] | None = None,
-                   on_step: Callable[[dict], None] | None = None, weights_dir=None, init=None,
-                   main_metric: Callable[[dict], str | None]) -> tuple[Any, dict[str, Any]]:
+                   on_step: Callable[[dict], None] | None = None, weights_dir=None, init=None
+                   ) -> tuple[Any, dict[str, Any]]:
     """-> (the TrainResult to register, the final state {"runs", "baselines", "report", "registered"}).
-    main_metric: service.domain.main_metric (a head's primary metric; passed in, the engine imports only itself).
     on_epoch/on_step get the sub-run's items with the epoch counted over all sub-runs (sub-run i starts at
     i x epochs) and its key as "run"; init: the warm start every sub-run begins from (training.init_from: the
     trunk and the heads of the same name). Raises TrainingCancelled when should_stop() turns true."""
@@ -36,8 +36,11 @@ def run_comparison(spec, block: dict[str, Any], data, *, device: str = "auto", c
     split = stratified_split(spec, data)
     rows = C.scored_rows(spec, data, split[1])
     truth = {t: data.labels[t].values[r] for t, r in rows.items()}
-    metric_of = {t.name: head_metric(t, main_metric) for t in spec.tasks}
-    baselines = state.get("baselines") or C.trivial_baselines(spec, data, split, lambda t: metric_of[t.name])
+    metric_of = {t.name: head_metric(t) for t in spec.tasks}
+    baselines = state.get("baselines") or {
+        h: {"kind": b["kind"], "value": b["baseline"]} for h, b in trivial_baselines(
+            spec, {t: data.labels[t].values for t in spec.task_names},
+            {t: data.labels[t].mask for t in spec.task_names}, *split).items()}
     epochs, kept = spec.training.epochs, {}
 
     def folder(i: int) -> Path | None:
@@ -55,10 +58,10 @@ def run_comparison(spec, block: dict[str, Any], data, *, device: str = "auto", c
             kept[sub.variant] = result
         done[sub.key] = record(sub, result, data, rows, len(split[0]), metric_of)
         state = {"runs": done, "baselines": baselines,
-                 "report": build_report(spec, plan, done, truth, baselines, main_metric)}
+                 "report": build_report(spec, plan, done, truth, baselines)}
         if save is not None:
             save(state)
-    report = build_report(spec, plan, done, truth, baselines, main_metric)
+    report = build_report(spec, plan, done, truth, baselines)
     variant = best_variant(report) if block.get("register") == "best" else C.MAIN
     index = next(i for i, r in enumerate(runs) if r.variant == variant)  # its first seed: the spec's own
     result = kept.get(variant) or train(runs[index].spec, data, device=device, split=split, should_stop=should_stop,

@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from service.domain import main_metric
 from service.ml import compare as C
 from service.ml import compare_report as R
 from service.ml.spec import SpecError, parse_spec
@@ -64,14 +63,14 @@ def test_report_verdicts_best_weighting_and_baseline_on_hand_made_predictions() 
         for head, preds in (("kind", kind), ("size", list(size))):
             r = record(variant, 3, head, None, preds)
             r["metrics"][head]["value"] = s.task(head).head.scores(s.task(head), y[head], np.asarray(preds))[
-                R.head_metric(s.task(head), main_metric)]
+                R.head_metric(s.task(head))]
             runs[r["key"]] = r
     report = R.build_report(s, plan, runs, y, {"kind": {"kind": "majority", "value": 0.5},
-                                               "size": {"kind": "mean", "value": 2.5}}, main_metric)
+                                               "size": {"kind": "mean", "value": 2.5}})
     kind, size = report["heads"]
     assert kind["metric"] == "accuracy" and kind["verdict"]["single_task"] == "multi-task better"
     assert kind["verdict"]["difference"] == pytest.approx(0.5) and kind["verdict"]["method"] == "bootstrap"
-    assert size["metric"] == "mae" and size["verdict"]["single_task"] == "within noise"  # identical predictions
+    assert size["metric"] == "rmse" and size["verdict"]["single_task"] == "within noise"  # identical predictions
     assert size["verdict"]["noise"] == 0.0 and size["beats_baseline"] is True and kind["beats_baseline"] is True
     # main and uncertainty tie on every head: main wins the tie, and fixed (= main) is within noise of it
     assert report["best_weighting"]["variant"] == "main" and report["best_weighting"]["fixed_within_noise"] is True
@@ -88,7 +87,7 @@ def test_a_learned_weighting_beyond_noise_is_reported_as_beating_fixed() -> None
     for variant, acc_preds in (("main", [0] * 200), ("weighting:uncertainty", y["kind"].tolist())):
         r = record(variant, 3, "kind", float(np.mean(np.asarray(acc_preds) == y["kind"])), acc_preds)
         runs[r["key"]] = r
-    report = R.build_report(s, plan, runs, y, {}, main_metric)
+    report = R.build_report(s, plan, runs, y, {})
     kind = report["heads"][0]
     assert kind["best_weighting"] == {"variant": "weighting:uncertainty", "strategy": "uncertainty", "mean": 1.0,
                                       "fixed_within_noise": False}
@@ -144,7 +143,7 @@ def test_a_stopped_comparison_resumes_finished_sub_runs_kept_and_the_running_one
         if item["epoch"] == 3:  # the second sub-run's first epoch (epochs count over sub-runs)
             stop.append(True)
 
-    kwargs = dict(device="cpu", checkpoint_root=tmp_path / "runs", main_metric=main_metric, on_epoch=on_epoch)
+    kwargs = dict(device="cpu", checkpoint_root=tmp_path / "runs", on_epoch=on_epoch)
     with pytest.raises(TrainingCancelled):
         run_comparison(s, block, data, save=saved.append, should_stop=lambda: bool(stop), **kwargs)
     assert seen == [("main/s0", 1), ("main/s0", 2), ("weighting:uncertainty/s0", 3)] and len(saved) == 1

@@ -112,7 +112,7 @@ def check_example(api: TestClient, job_id: str, job) -> None:
         assert head["verdict"]["method"] == "bootstrap" and head["baseline"]["value"] is not None
     size = next(h for h in report["heads"] if h["head"] == "size")
     # the gated head's single-task model is scored on exactly the rows the multi-task head is
-    assert size["metric"] == "mae" and not size["higher_is_better"]
+    assert size["metric"] == "rmse" and not size["higher_is_better"]
     assert len({r["labelled"] for r in size["results"]}) == 1
     best = report["best_weighting"]
     assert best["variant"] in ("main", "weighting:uncertainty")
@@ -139,6 +139,6 @@ def check_digits(api: TestClient, job_id: str) -> None:
     assert coin["verdict"]["method"] == "seeds+bootstrap" and coin["verdict"]["noise"] >= 0
     assert all(len(r["values"]) == 2 and r["std"] is not None for r in coin["results"])
     digit = heads["digit"]
-    assert digit["beats_baseline"] is True and digit["baseline"]["kind"] == "majority"
+    assert digit["beats_baseline"] is True and digit["baseline"]["kind"] == "majority class"
     assert report["registered"]["variant"] == "main"
     assert job_row(job_id).metrics["tasks"]["digit"]["accuracy"] == digit["results"][0]["values"][0]

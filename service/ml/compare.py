@@ -66,6 +66,9 @@ def check_compare(block: Any, spec: Spec) -> dict[str, Any]:
         errors.append(f"compare.seeds: must be an integer from 1 to {MAX_SEEDS}; got {seeds!r}")
     if register not in ("main", "best"):
         errors.append(f"compare.register: must be 'main' or 'best'; got {register!r}")
+    if spec.training.devices != 1:
+        errors.append(f"compare: a comparison trains its sub-runs in one process; set training.devices to 1 (it is "
+                      f"{spec.training.devices!r})")
     if single is True and len(spec.tasks) < 2:
         errors.append("compare.single_task: the spec has one head; single-task models need at least two heads")
     if errors:

@@ -40,7 +40,8 @@ FASTAPI_ALLOWED = ("service/api/",)
 CLIENT_ALLOWED = {"httpx", "pydantic", "pydantic_core", "typing_extensions"}
 CLIENT_SERVICE_ALLOWED = ("service.client", "service.domain", "service.api.schemas")
 SCHEMAS_ALLOWED = {"pydantic", "pydantic_core", "typing_extensions"}
-CLIENT_FORBIDDEN_LOADED = ("torch", "sqlalchemy", "celery", "matplotlib", "fastapi", "numpy", "PIL")
+CLIENT_FORBIDDEN_LOADED = ("torch", "sqlalchemy", "celery", "matplotlib", "fastapi", "numpy", "PIL", "pydantic_settings",
+                           "service.config")
 SQL_BUILDERS = {"select", "insert", "update", "delete", "text"}
 SQL_MODULES = (
     "sqlalchemy",

@@ -34,7 +34,7 @@ from worker.checkpoints import CheckpointSync, forget
 from worker.compare import is_comparison, run_comparison, write_plot
 from worker.extras import export_onnx, write_reports
 from worker.monitor import CANCELLED, LEASE_LOST, TIMEOUT, JobMonitor, jsonable
-from worker.ranks import RanksFailed
+from worker.ranks import RanksFailed, processes_for, save_init, train_ranks
 
 log = logging.getLogger("headwise.worker")
 
@@ -140,19 +140,6 @@ def _limit_device(spec: Any, device: str, settings: Settings) -> str:
     return dev.type
 
 
-def _processes(spec: Any, device_type: str) -> int:
-    """training.devices on this worker (ValueError naming the field when it has fewer devices)."""
-    from service.ml.distributed import resolve_devices
-    from worker.ranks import available_devices
-
-    if spec.training.devices == 1:
-        return 1
-    try:
-        return resolve_devices(spec.training.devices, device_type, available_devices(device_type))
-    except ValueError as exc:
-        raise _JobError(str(exc)) from None
-
-
 class DatabaseUnavailableError(Exception):
     """The job could not even be claimed because the database is unreachable (the task retries later)."""
 
@@ -207,17 +194,18 @@ def _train_and_register(job: Job, dataset: Dataset | None, settings: Settings, s
             sync.after_epoch(int(item.get("epoch", 0)))
 
         try:
-            processes = _processes(spec, dev)
+            try:
+                processes = processes_for(spec, dev)
+            except ValueError as exc:  # names training.devices and what this worker has
+                raise _JobError(str(exc)) from None
             if is_comparison(job):  # the main spec and its variants as sub-runs (worker/compare.py)
                 result = run_comparison(job, spec, data, storage, monitor, device, settings.WEIGHTS_DIR, init)
             elif processes > 1:  # training.devices: torchrun + DistributedDataParallel (worker/ranks.py)
-                from worker.ranks import train_ranks
-
                 request = {"spec": spec.to_json_dict(), "data": str(storage.abs(dataset.path)),
                            "cache_dir": str(storage.dataset_cache_dir(dataset.id)), "device": dev,
                            "checkpoint_dir": str(storage.checkpoint_dir(job.id)),
                            "weights_dir": str(settings.WEIGHTS_DIR) if settings.WEIGHTS_DIR else None,
-                           "init": _save_init(init, storage.job_dir(job.id))}
+                           "init": save_init(init, storage.job_dir(job.id))}
                 result = train_ranks(processes, request, storage.job_dir(job.id), on_epoch=on_epoch,
                                      on_step=monitor.on_step, should_stop=monitor.should_stop)
             else:
@@ -291,18 +279,6 @@ def _warm_start(job: Job, storage: Storage) -> tuple | None:
                         "exists (it was deleted after the job was queued)")
     parent = load_artifact(storage.abs(path))
     return parent.spec, parent.state_dict, {"model": ref.get("model"), "version": ref.get("version")}
-
-
-def _save_init(init: tuple | None, job_dir: Path) -> str | None:
-    """The warm start for the ranks of a several-process job: saved next to the job (rank_main loads it)."""
-    if init is None:
-        return None
-    import torch
-
-    job_dir.mkdir(parents=True, exist_ok=True)
-    path = job_dir / "ranks-init.pt"
-    torch.save({"spec": init[0].to_json_dict(), "state_dict": init[1], "source": init[2]}, path)
-    return str(path)
 
 
 def _register(job: Job, result: Any, checksums: dict[str, str], tmp: Path, storage: Storage,

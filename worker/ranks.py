@@ -37,6 +37,29 @@ class RanksFailed(Exception):
     """A training process exited abnormally (the attempt failed; the job may resume on the next one)."""
 
 
+def processes_for(spec: Any, device_type: str) -> int:
+    """training.devices on this worker (ValueError naming the field when it has fewer devices); "auto" takes at
+    most batch_size / 2 processes (2 samples each)."""
+    from service.ml.distributed import resolve_devices
+
+    if spec.training.devices == 1:
+        return 1
+    n = resolve_devices(spec.training.devices, device_type, available_devices(device_type))
+    return max(1, min(n, spec.training.batch_size // 2)) if spec.training.devices == "auto" else n
+
+
+def save_init(init: tuple | None, job_dir: Path) -> str | None:
+    """The warm start (training.init_from) for the ranks, saved next to the job (rank_main.load_init reads it)."""
+    if init is None:
+        return None
+    import torch
+
+    job_dir.mkdir(parents=True, exist_ok=True)
+    path = job_dir / "ranks-init.pt"
+    torch.save({"spec": init[0].to_json_dict(), "state_dict": init[1], "source": init[2]}, path)
+    return str(path)
+
+
 def available_devices(device_type: str) -> int:
     """CUDA devices this worker sees, or its usable CPU cores."""
     if device_type == "cuda":

@@ -147,3 +147,9 @@ def test_cancel_stops_torchrun_and_its_ranks(dataset, tmp_path) -> None:
 def test_single_process_world_is_the_default(single) -> None:
     spec, data, _ = single
     assert Run(spec, data, torch.device("cpu")).world == World()
+
+
+def test_no_process_gets_an_empty_share_of_the_last_batch() -> None:
+    assert batch_bounds(18, 8) == [(0, 8), (8, 16), (16, 18)]  # one process: only a 1-sample batch is merged
+    assert batch_bounds(18, 8, 2 * 2) == [(0, 8), (8, 18)]  # 2 processes: a 2-sample batch would leave 1 each
+    assert batch_bounds(20, 8, 2 * 2) == [(0, 8), (8, 16), (16, 20)]

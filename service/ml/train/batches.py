@@ -28,9 +28,11 @@ def augment(x: Tensor, hflip: bool, crop: int, gen: torch.Generator) -> Tensor:
     return out * valid[..., None] if valid is not None else out
 
 
-def batch_bounds(count: int, batch_size: int) -> list[tuple[int, int]]:
+def batch_bounds(count: int, batch_size: int, min_last: int = 2) -> list[tuple[int, int]]:
+    """Batches of batch_size; a last batch under min_last samples joins the one before (BatchNorm cannot train on
+    one sample; several processes: min_last = 2 x processes, so no process gets an empty share)."""
     bounds = [(s, min(s + batch_size, count)) for s in range(0, count, batch_size)]
-    if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] == 1:  # BatchNorm cannot train on one sample
+    if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] < min_last:
         bounds[-2:] = [(bounds[-2][0], count)]
     return bounds
 

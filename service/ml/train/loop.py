@@ -127,7 +127,7 @@ class Run:
         order = torch.randperm(len(self.train_idx), generator=torch.Generator().manual_seed(epoch_seed(seed, epoch)))
         perm = self.train_idx[order.numpy()]
         aug_gen = torch.Generator(device=dev).manual_seed(epoch_seed(seed + 1, epoch))
-        bounds = batch_bounds(len(perm), self.spec.training.batch_size)
+        bounds = batch_bounds(len(perm), self.spec.training.batch_size, 2 * self.world.size)
         counts = np.add.reduceat(self.data.mask_matrix[perm], [s for s, _ in bounds], axis=0)  # (steps, T)
         counts_dev = torch.from_numpy(counts.astype(np.float32)).to(dev)
         perm_host = torch.from_numpy(perm)

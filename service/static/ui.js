@@ -188,7 +188,7 @@ async function loadJobs() {
     const p = j.progress || {};
     const row = el("tr", { class: "clickable", dataset: { id: j.id } },
       el("td", {}, el("span", { class: `badge ${j.status}` }, j.status)),
-      el("td", {}, j.model ? `${j.model.name} v${j.model.version}` : j.model_name),
+      el("td", {}, j.model ? `${j.model.name} v${j.model.version}` : j.model_name, j.compare ? el("span", { class: "badge" }, "comparison") : null),
       el("td", {}, `${p.epoch || 0}/${p.epochs ?? "?"}`), el("td", { class: "mono" }, j.id), el("td", {}, when(j.created_at)));
     if (state.job && state.job.id === j.id) row.classList.add("selected");
     row.addEventListener("click", () => { select(row.parentNode, row); showJob(j.id); });
@@ -207,6 +207,7 @@ async function showJob(id) {
   $("#job-title").textContent = `${job.model_name} · ${job.id}`;
   setJobStatus(job);
   drawChart();
+  showComparison(job);  // compare_view.js: the report when the job has a compare block
   const ctrl = new AbortController();
   state.stream = ctrl;
   streamEvents(id, onJobEvent, ctrl.signal);
@@ -241,6 +242,7 @@ function onJobEvent(type, data) {
     return false;
   }
   if (type === "status") {
+    comparisonEvent(type, data);
     if (!TERMINAL.has(data.status)) state.sawActive = true;
     Object.assign(job, { status: data.status, error: data.error, progress: data.progress || job.progress, metrics: data.metrics || job.metrics });
     setJobStatus(job);
@@ -592,6 +594,8 @@ document.addEventListener("DOMContentLoaded", () => {
   $("#job-form").addEventListener("submit", (e) => { e.preventDefault(); guarded(async () => {
     const spec = JSON.parse($("#job-spec").value);
     const body = { dataset_id: $("#job-dataset").value, model_name: $("#job-model").value.trim(), spec };
+    const compare = compareBlock();  // compare_view.js
+    if (compare) body.compare = compare;
     const job = await api("/v1/jobs", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
     toast(`job ${job.id} ${job.status}`, "info");
     await loadJobs();

@@ -12,7 +12,10 @@ import json
 import zipfile
 from pathlib import Path
 
+import httpx
 import pytest
+
+from tests.ui.conftest import AUTH
 
 pytestmark = pytest.mark.slow
 
@@ -221,3 +224,60 @@ def assert_cleared(page) -> None:
       heads: document.querySelectorAll('#spec-heads .head-row').length,
     })""")
     assert left == {"rows": 0, "details": [], "predictions": 0, "options": 0, "heads": 0}, left
+
+
+def test_comparison_job_built_and_reported(live, page, tmp_path: Path) -> None:
+    """A comparison job built in the browser (two heads, single-task + the plain sum, one seed) runs for real; its
+    report, as GET /v1/jobs/{id}/comparison gives it, is shown while it grows and complete with the plot."""
+    from service.ml.examples import make_example_dataset
+
+    client = live.client()
+    dataset = client.upload_dataset(make_example_dataset(tmp_path / "cmp.zip", n=96, seed=7, image_size=16),
+                                    name="compare-tiny")
+    page.goto("/ui")
+    page.fill("#key-input", live.key)
+    page.click("#key-save")
+    page.wait_for_selector("#key-status.ok")
+    page.click("nav .tab[data-tab=jobs]")
+    page.wait_for_function("document.querySelectorAll('#job-dataset option').length > 0")
+    page.select_option("#job-dataset", value=dataset.id)
+    page.wait_for_function("document.querySelectorAll('#spec-heads .head-row').length === 4")
+    for _ in range(2):  # keep category and is_big
+        page.click("#spec-heads .head-row:nth-child(3) .remove-head")
+    page.select_option("#spec-weighting", "uncertainty")
+    for path, value in {"training.epochs": "1", "training.batch_size": "32", "training.val_fraction": "0.25",
+                        "model.image_size": "16", "model.width": "8", "model.depth": "1"}.items():
+        page.fill(f"#spec-fields input[data-path='{path}']", value)
+    page.check("#compare-on")
+    page.check("#compare-single")
+    page.check("#compare-weighting input[value=fixed]")
+    page.fill("#compare-seeds", "1")
+    page.fill("#job-model", "compare-model")
+    page.click("#job-start")
+    page.wait_for_selector("#job-comparison:not([hidden])")
+    job_id = page.inner_text("#job-title").split(" · ")[1]
+    assert client.get_job(job_id).compare["weighting"] == ["fixed"]
+    page.wait_for_selector("#job-status.succeeded", timeout=300_000)
+    page.wait_for_selector("#job-comparison[data-complete=true]")
+    page.wait_for_function("document.querySelector('#comparison-plot').naturalWidth > 0")
+
+    report = httpx.get(f"{live.url}/v1/jobs/{job_id}/comparison", headers=AUTH, timeout=30).json()
+    variants = [v["name"] for v in report["variants"]]
+    assert variants == ["main", "weighting:fixed", "single_task"], variants
+    assert page.inner_text("#comparison-progress").startswith(f"{report['runs_total']}/{report['runs_total']}")
+    for h in report["heads"]:
+        rows = page.locator(f"#comparison-heads tbody tr[data-head='{h['head']}']")
+        assert rows.count() == len(variants)
+        assert [rows.nth(i).get_attribute("data-variant") for i in range(rows.count())] == variants
+        verdict = rows.nth(0).locator("td.verdict").get_attribute("data-verdict")
+        assert verdict == h["verdict"]["single_task"] and verdict in (
+            "multi-task better", "multi-task worse", "within noise")
+        shown = page.evaluate("(v) => fmt(v)", h["results"][0]["mean"])
+        assert rows.nth(0).locator("td.mean").inner_text().startswith(shown)
+        assert rows.nth(0).locator("td.baseline").get_attribute("data-beats") == json.dumps(h["beats_baseline"])
+    compute = page.locator("#comparison-compute tbody tr")
+    assert compute.count() == len(variants)
+    assert all(v["compute"]["seconds"] > 0 for v in report["variants"])
+    page.set_viewport_size({"width": 420, "height": 900})
+    assert {"comparison-heads", "comparison-compute"} <= {t["id"] for t in check_narrow(page, "comparison")}
+    assert not page.errors, page.errors

@@ -175,7 +175,7 @@ def _train_and_register(job: Job, dataset: Dataset | None, settings: Settings, s
 
     started = time.monotonic()
     spec = parse_spec(job.spec)
-    monitor.epochs = epochs = spec.training.epochs
+    monitor.epochs = spec.training.planned_epochs(dataset.num_samples)  # "auto" resolved; may shrink (budget)
     device = spec.training.device if spec.training.device != "auto" else settings.TRAIN_DEVICE
     failure = None
     try:
@@ -252,7 +252,7 @@ def _train_and_register(job: Job, dataset: Dataset | None, settings: Settings, s
         if is_comparison(job):  # the progress bar spans every sub-run
             last_epoch = epochs = monitor.epochs
         registered = _register(job, result, checksums, tmp, storage,
-                               {"epoch": last_epoch, "epochs": epochs, "fraction": 1.0})
+                               {"epoch": last_epoch, "epochs": monitor.epochs, "fraction": 1.0})
     finally:
         storage.remove(tmp)
     if registered is None:

@@ -50,6 +50,7 @@ class JobMonitor:
     # ---- called from the training loop (memory only) -------------------------------------------------
     def on_epoch(self, item: dict[str, Any]) -> None:
         epoch = int(item.get("epoch", len(self.history) + 1))
+        self.epochs = int(item.get("epochs") or self.epochs)  # the trainer's plan (epochs "auto", time budget)
         with self._lock:
             self.history = [h for h in self.history if h.get("epoch") != epoch] + [item]
             self.history.sort(key=lambda h: h.get("epoch", 0))

@@ -80,15 +80,18 @@ def storage_detail(team: str, used: int, limit: int) -> str:
 
 def check_job_size(spec: Any, num_samples: int, settings: Settings, runs: int = 1) -> None:
     """422 (SpecError naming training.epochs) when epochs x samples (x the sub-runs of a comparison) exceeds
-    JOB_MAX_SAMPLE_EPOCHS."""
+    JOB_MAX_SAMPLE_EPOCHS. epochs "auto" counts as the most epochs it can choose on this dataset (the time budget
+    only lowers it)."""
     from service.ml.spec import SpecError
 
     limit = settings.JOB_MAX_SAMPLE_EPOCHS
-    work = spec.training.epochs * num_samples * runs
+    epochs = spec.training.planned_epochs(num_samples)
+    work = epochs * num_samples * runs
     if limit and work > limit:
         fits = max(limit // max(num_samples * runs, 1), 0)
         times = f" x {runs} sub-runs (compare)" if runs > 1 else ""
-        raise SpecError([f"training.epochs: {spec.training.epochs} epochs x {num_samples} samples{times} = {work} "
+        shown = f"{epochs} epochs" if spec.training.epochs != "auto" else f'"auto" (up to {epochs} epochs here)'
+        raise SpecError([f"training.epochs: {shown} x {num_samples} samples{times} = {work} "
                          f"exceeds the per-job limit of {limit} (HEADWISE_JOB_MAX_SAMPLE_EPOCHS); "
                          f"at most {fits} epochs fit on this dataset" + (" with this compare block" if times else "")])
 

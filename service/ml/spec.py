@@ -22,7 +22,8 @@ from service.ml.spec_messages import convert_errors
 from service.ml.spec_messages import show as _show
 from service.ml.strict import SpecError, StrictModel, validate_part
 
-__all__ = ["Gate", "InitFrom", "ModelConfig", "Spec", "SpecError", "Task", "TrainingConfig", "Weighting", "parse_spec"]
+__all__ = ["Gate", "InitFrom", "ModelConfig", "Spec", "SpecError", "Task", "TrainingConfig", "Weighting",
+           "auto_epochs", "parse_spec"]
 
 _Model = StrictModel
 # v1 names of the loss configs (kept for callers)
@@ -109,6 +110,10 @@ class Task(BaseModel):
 
 
 # ---------------------------------------------------------------- settings
+MAX_EPOCHS = 10000
+# epochs "auto" (see auto_epochs and README "Training defaults"); the budget applies when max_minutes is unset
+AUTO_SAMPLE_VISITS, AUTO_MIN_EPOCHS, AUTO_MAX_EPOCHS, AUTO_MINUTES = 24000, 10, 60, 60.0
+PATIENCE = 5  # early stopping's default patience (epochs without a better validation score)
 class Weighting(BaseModel):
     """`strategy` names a registered weighting strategy; its parameters (e.g. gradnorm `alpha`) are validated by
     the strategy's `Config`. `temperature` (DWA) is accepted for every strategy (spec_version 1 specs carry it)."""
@@ -163,7 +168,7 @@ class ModelConfig(_Model):
 
 class EarlyStopping(_Model):
     metric: str = Field("val_loss", min_length=1)  # "val_loss" or "<task>.<metric>"
-    patience: int = Field(5, ge=1)
+    patience: int = Field(PATIENCE, ge=1)
 
 
 class Augmentation(_Model):
@@ -188,7 +193,13 @@ class InitFrom(_Model):
 
 
 class TrainingConfig(_Model):
-    epochs: int = Field(20, ge=1, le=10000)
+    """Training settings. The defaults a user gets without setting anything (README "Training defaults"):
+    epochs "auto" (from the dataset size, capped by the time budget), a linear learning-rate warm-up over the
+    first epoch, cosine decay, early stopping on val_loss with patience 5 and the best epoch's weights kept."""
+
+    epochs: int | Literal["auto"] = "auto"
+    max_minutes: float | None = Field(None, gt=0.0, le=10080.0)  # time budget; None: none, or AUTO_MINUTES for auto
+    warmup_epochs: float = Field(1.0, ge=0.0, le=100.0)  # linear lr warm-up, per step (capped at a quarter of the run)
     batch_size: int = Field(64, ge=1, le=65536)
     optimizer: Literal["adamw", "sgd"] = "adamw"
     learning_rate: float = Field(1e-3, gt=0.0, le=10.0)
@@ -197,7 +208,7 @@ class TrainingConfig(_Model):
     schedule: Literal["cosine", "none"] = "cosine"
     val_fraction: float = Field(0.15, ge=0.0, lt=1.0)
     seed: int = Field(0, ge=0)
-    early_stopping: EarlyStopping | None = None
+    early_stopping: EarlyStopping | None = Field(default_factory=EarlyStopping)  # false / null: off
     augmentation: Augmentation = Field(default_factory=Augmentation)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # processes (one device each) training this job with DistributedDataParallel; "auto": every visible CUDA device
@@ -215,6 +226,38 @@ class TrainingConfig(_Model):
     backbone_lr_multiplier: float = Field(1.0, gt=0.0, le=10.0)  # backbone lr = learning_rate * this
     init_from: InitFrom | None = Field(None, description="warm start from a registered version (retraining when "
                                                          "new labels arrive); the new version records it as parent")
+
+    @field_validator("epochs", mode="before")
+    @classmethod
+    def _epochs(cls, v: Any) -> Any:
+        if v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_EPOCHS):
+            return v
+        raise ValueError(f'must be "auto" or a whole number from 1 to {MAX_EPOCHS}')
+
+    @field_validator("early_stopping", mode="before")
+    @classmethod
+    def _early_stopping(cls, v: Any) -> Any:
+        if v is False:
+            return None  # false: train every epoch (the best epoch is still the one kept)
+        return {} if v is True else v
+
+    def planned_epochs(self, num_samples: int) -> int:
+        """The epochs this config trains on `num_samples` samples at most: `epochs`, or for "auto"
+        auto_epochs(num_samples) (a time budget can only lower it, after the first epoch)."""
+        return auto_epochs(num_samples) if self.epochs == "auto" else int(self.epochs)
+
+    def budget_seconds(self) -> float | None:
+        """The time budget in seconds: max_minutes; for epochs "auto" without one, AUTO_MINUTES."""
+        if self.max_minutes is not None:
+            return 60.0 * self.max_minutes
+        return 60.0 * AUTO_MINUTES if self.epochs == "auto" else None
+
+
+def auto_epochs(num_samples: int) -> int:
+    """epochs "auto": about AUTO_SAMPLE_VISITS sample visits in all, within [AUTO_MIN_EPOCHS, AUTO_MAX_EPOCHS]
+    (small datasets get more passes, large ones at least a few)."""
+    n = max(int(num_samples), 1)
+    return min(max(-(-AUTO_SAMPLE_VISITS // n), AUTO_MIN_EPOCHS), AUTO_MAX_EPOCHS)
 
 
 # ---------------------------------------------------------------- spec

@@ -64,7 +64,8 @@ def test_round_trip_json_dict_and_text():
     spec = parse_spec(BASE)
     data = spec.to_json_dict()
     assert data["tasks"][1]["loss"] == {"type": "focal", "weight": 1.0, "gamma": 2.0, "alpha": None}
-    assert data["training"]["early_stopping"] is None and data["model"]["head_hidden"] == 64
+    assert data["training"]["early_stopping"] == {"metric": "val_loss", "patience": 5}
+    assert data["model"]["head_hidden"] == 64
     assert parse_spec(data) == spec
     assert parse_spec(json.dumps(data)) == spec
     assert parse_spec(json.dumps(data).encode()) == spec

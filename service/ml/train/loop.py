@@ -21,7 +21,7 @@ from service.ml.network import MultiTaskCNN
 from service.ml.precision import choose_precision
 from service.ml.train import parallel
 from service.ml.train.batches import DeviceData, batch_bounds
-from service.ml.train.optim import make_optimizer, make_scheduler
+from service.ml.train.optim import Schedule, make_optimizer
 from service.ml.train.split import epoch_seed, stratified_split
 from service.ml.train.state import TrainingCancelled
 from service.ml.weighting import make_weighting
@@ -79,7 +79,9 @@ class Run:
         if world.distributed:
             self.forward = parallel.wrap(self.model, device, world)
         self.opt = make_optimizer(self.model, self.weighting.optimizer_parameters(), tc, cuda)
-        self.sched = make_scheduler(self.opt, tc)
+        # epochs: the plan (explicit, or "auto" from the dataset size); the trainer may lower it after epoch 1
+        self.schedule = Schedule(self.opt, tc, tc.planned_epochs(len(data.images)),
+                                 len(batch_bounds(len(self.train_idx), tc.batch_size)))
         self.shared = self.model.trunk_parameters()
         self.task_params = {t: self.model.head_parameters(t) + self.weighting.parameters_for(t) for t in self.names}
         self.frozen = False  # training.freeze_backbone_epochs: set per epoch
@@ -121,7 +123,8 @@ class Run:
         self.weighting.after_step()
         return losses
 
-    def train_epoch(self, epoch: int, should_stop, on_step) -> dict[str, dict]:
+    def train_epoch(self, epoch: int, should_stop, on_step) -> tuple[dict[str, dict], float]:
+        """One epoch -> ({head: {"loss", "labelled"}}, the learning rate of its last step)."""
         seed, dev = self.spec.training.seed, self.device
         torch.manual_seed(epoch_seed(seed, epoch))
         order = torch.randperm(len(self.train_idx), generator=torch.Generator().manual_seed(epoch_seed(seed, epoch)))
@@ -137,9 +140,11 @@ class Run:
         self.frozen = finetune.is_frozen(epoch, self.spec.training.freeze_backbone_epochs)
         if self.frozen:
             finetune.hold_frozen(self.model.trunk())
+        lr = self.opt.param_groups[0]["lr"]
         for step, (s, e) in enumerate(bounds):
             if should_stop is not None and should_stop():
                 raise TrainingCancelled(f"training cancelled during epoch {epoch + 1}")
+            lr = self.schedule.apply(epoch, step)
             cnt = counts[step]
             if on_step is not None:
                 on_step({"epoch": epoch + 1, "step": step + 1, "steps": len(bounds),
@@ -153,7 +158,7 @@ class Run:
         labelled = counts.sum(axis=0)
         means = (loss_sum.cpu().numpy() / np.maximum(labelled, 1)).tolist()
         return {t: {"loss": means[j] if labelled[j] else None, "labelled": int(labelled[j])}
-                for j, t in enumerate(self.names)}
+                for j, t in enumerate(self.names)}, lr
 
     @torch.inference_mode()
     def validate(self) -> tuple[dict, float | None]:

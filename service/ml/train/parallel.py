@@ -129,3 +129,10 @@ def agree(flag: bool, device: torch.device) -> bool:
     t = torch.tensor([1 if flag else 0], dtype=torch.int64, device=device)
     dist.broadcast(t, src=0)
     return bool(t.item())
+
+
+def agree_int(value: int, device: torch.device) -> int:
+    """Rank 0's number, on every rank (the epochs planned under a time budget)."""
+    t = torch.tensor([int(value)], dtype=torch.int64, device=device)
+    dist.broadcast(t, src=0)
+    return int(t.item())

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 CHECKPOINT = "checkpoint.pt"
-CHECKPOINT_VERSION = 2  # 2: engine v2 (weighting strategies with extra state, decay-free bias/norm group)
+CHECKPOINT_VERSION = 3  # 3: per-step schedule (warm-up; epochs "auto" resolved), stop reason; 2: engine v2
 
 
 class TrainingCancelled(Exception):
@@ -31,6 +31,7 @@ class TrainResult:
     weighting: dict[str, float]  # effective task weights at the best epoch
     pretrained: dict | None = None  # the weights-store entry the backbone started from (name, arch, sha256, ...)
     warm_start: dict | None = None  # training.init_from: what was copied (service.ml.warm_start.apply)
+    stopped: str | None = None  # why training ended before its planned epochs: "early_stopping" | "time_budget"
 
 
 def cpu_state(module: torch.nn.Module) -> dict[str, Tensor]:
@@ -46,18 +47,20 @@ def atomic_save(obj: dict, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def save_checkpoint(path: Path, run, epoch: int, history: list, best: dict, done: bool) -> None:
+def save_checkpoint(path: Path, run, epoch: int, history: list, best: dict, done: bool, stopped: str | None
+                    ) -> None:
     atomic_save({
         "version": CHECKPOINT_VERSION,
         "spec": run.spec.model_dump_json(),
         "epoch": epoch,
         "model": run.model.state_dict(),
         "optimizer": run.opt.state_dict(),
-        "scheduler": run.sched.state_dict(),
+        "schedule": run.schedule.state_dict(),
         "weighting": run.weighting.state_dict(),
         "history": history,
         "best": best,
         "done": done,
+        "stopped": stopped,
         "train_idx": torch.from_numpy(run.train_idx),
         "val_idx": torch.from_numpy(run.val_idx),
         "normalization": run.norm,
@@ -76,9 +79,10 @@ def checkpoint_history(checkpoint_dir: Path | str) -> list[dict]:
         return []
 
 
-def load_checkpoint(path: Path, run) -> tuple[list, dict, bool, int]:
-    """Restore `run` from the checkpoint at path -> (history, best, done, epoch). ValueError when it belongs to
-    another spec, format or data."""
+def load_checkpoint(path: Path, run) -> tuple[list, dict, bool, int, str | None]:
+    """Restore `run` from the checkpoint at path -> (history, best, done, epoch, stopped). ValueError when it
+    belongs to another spec, format or data. `best` holds the best epoch's weights and score: with the epoch count
+    it is all of early stopping's state (patience = epochs since the best one)."""
     ck = torch.load(path, map_location="cpu", weights_only=True)
     if ck.get("version") != CHECKPOINT_VERSION or ck["spec"] != run.spec.model_dump_json():
         raise ValueError(f"{path}: checkpoint belongs to a different spec or format; remove it to restart")
@@ -88,8 +92,8 @@ def load_checkpoint(path: Path, run) -> tuple[list, dict, bool, int]:
     run.model.load_state_dict(ck["model"])
     run.weighting.load_state_dict(ck["weighting"])
     run.opt.load_state_dict(ck["optimizer"])
-    run.sched.load_state_dict(ck["scheduler"])
-    return ck["history"], ck["best"], ck["done"], ck["epoch"]
+    run.schedule.load_state_dict(ck["schedule"])
+    return ck["history"], ck["best"], ck["done"], ck["epoch"], ck["stopped"]
 
 
 def score(item: dict, metric: str) -> float | None:

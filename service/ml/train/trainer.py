@@ -1,5 +1,6 @@
-"""train(): the epoch loop around a Run: deterministic CPU kernels, per-epoch checkpoints and resume, early
-stopping on a validation metric, the best epoch's weights as the result.
+"""train(): the epoch loop around a Run: deterministic CPU kernels, per-epoch checkpoints and resume, the epoch
+plan (explicit, or "auto" from the dataset size and the time budget), early stopping on a validation metric, the
+best epoch's weights as the result.
 
 Determinism: every epoch starts from `torch.manual_seed(epoch_seed(seed, epoch))` (dropout) and draws its shuffle
 and augmentation from generators seeded the same way, so an epoch depends only on the state saved at the end of
@@ -9,9 +10,9 @@ the previous one: a run resumed from a checkpoint is bit-identical (on CPU) to a
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 from pathlib import Path
+from time import perf_counter as clock  # the epoch timer (tests replace it)
 
 import torch
 
@@ -79,17 +80,29 @@ def train(spec: Spec, data, *, device: str = "auto", on_epoch: Callable[[dict], 
 
 
 def _epoch(run: Run, epoch: int, should_stop, on_step) -> dict:
-    t0 = time.perf_counter()
-    lr = run.opt.param_groups[0]["lr"]
-    train_stats = run.train_epoch(epoch, should_stop, on_step)
-    train_seconds = time.perf_counter() - t0
+    t0 = clock()
+    train_stats, lr = run.train_epoch(epoch, should_stop, on_step)
+    train_seconds = clock() - t0
     weights = run.weighting.weights()
     run.weighting.end_epoch({t: v["loss"] for t, v in train_stats.items() if v["loss"] is not None})
-    run.sched.step()
     val, val_loss = run.validate()
-    return {"epoch": epoch + 1, "lr": lr, "seconds": time.perf_counter() - t0,
+    return {"epoch": epoch + 1, "epochs": run.schedule.epochs, "lr": lr, "seconds": clock() - t0,
             "images_per_second": len(run.train_idx) / max(train_seconds, 1e-9), "weights": weights,
             "train": train_stats, "val": val, "val_loss": val_loss}
+
+
+def _plan(run: Run, history: list[dict], budget: float | None) -> str | None:
+    """After an epoch: fit the run into the time budget -> "time_budget" when the next epoch would not fit.
+    epochs "auto": after the first epoch the plan shrinks to the epochs that fit (the cosine schedule then ends
+    on time); any spec: the next epoch starts only if the time spent plus the last epoch's time fits."""
+    if budget is None:
+        return None
+    last = history[-1]["seconds"]
+    if len(history) == 1 and run.spec.training.epochs == "auto":
+        run.schedule.epochs = max(1, min(run.schedule.epochs, int(budget // max(last, 1e-9))))
+        history[-1]["epochs"] = run.schedule.epochs
+    spent = sum(h["seconds"] for h in history)
+    return "time_budget" if len(history) < run.schedule.epochs and spent + last > budget else None
 
 
 def _train(spec, data, dev, select, on_epoch, should_stop, checkpoint_dir, on_step, weights_dir, init, world,
@@ -98,35 +111,41 @@ def _train(spec, data, dev, select, on_epoch, should_stop, checkpoint_dir, on_st
     higher = M.higher_is_better(select)
     history: list[dict] = []
     best: dict = {"epoch": 0, "score": None, "state": None, "weights": None}
-    done, start = False, 0
+    done, start, stopped = False, 0, None
     ckpt_path = Path(checkpoint_dir) / CHECKPOINT if checkpoint_dir is not None else None
     if ckpt_path is not None and ckpt_path.exists():
-        history, best, done, start = load_checkpoint(ckpt_path, run)
+        history, best, done, start, stopped = load_checkpoint(ckpt_path, run)
     elif ckpt_path is not None:
         ckpt_path.parent.mkdir(parents=True, exist_ok=True)
     patience = spec.training.early_stopping.patience if spec.training.early_stopping else None
-    for epoch in range(start, spec.training.epochs):
-        if done:
-            break
+    budget = spec.training.budget_seconds()
+    epoch = start
+    while epoch < run.schedule.epochs and not done:
         item = _epoch(run, epoch, should_stop, on_step)
         history.append(item)
+        stopped = _plan(run, history, budget)
         s = score(item, select)
         if s is not None and math.isfinite(s) and (best["score"] is None or (s > best["score"] if higher
                                                                               else s < best["score"])):
             best = {"epoch": epoch + 1, "score": s, "state": cpu_state(run.model), "weights": item["weights"]}
         if patience is not None and best["epoch"] and epoch + 1 - best["epoch"] >= patience:
-            done = True
-        if world.distributed:  # rank 0 validated: its early-stopping decision holds for every rank
+            stopped = stopped or "early_stopping"
+        done = stopped is not None
+        if world.distributed:  # rank 0 validated and timed: its decisions hold for every rank
             done = parallel.agree(done, dev)
+            run.schedule.epochs = parallel.agree_int(run.schedule.epochs, dev)
+        epoch += 1
         if ckpt_path is not None and world.is_main:
-            save_checkpoint(ckpt_path, run, epoch + 1, history, best, done)
+            save_checkpoint(ckpt_path, run, epoch, history, best, done, stopped)
         if on_epoch is not None:
             on_epoch(item)
     if best["state"] is None:  # no usable validation score: keep the last epoch
         best = {"epoch": len(history), "score": None, "state": cpu_state(run.model),
                 "weights": history[-1]["weights"] if history else run.weighting.weights()}
     chosen = history[best["epoch"] - 1] if history else {"val": {}, "val_loss": None}
-    return TrainResult(spec=spec, state_dict=best["state"], history=history,
-                       metrics={"val_loss": chosen["val_loss"], "tasks": chosen["val"]}, best_epoch=best["epoch"],
-                       normalization=run.norm, weighting=best["weights"], pretrained=run.pretrained,
-                       warm_start=run.warm_start)
+    metrics = {"val_loss": chosen["val_loss"], "tasks": chosen["val"], "best_epoch": best["epoch"],
+               "epochs": len(history), "stopped": stopped}
+    return TrainResult(spec=spec, state_dict=best["state"], history=history, metrics=metrics,
+                       best_epoch=best["epoch"], normalization=run.norm, weighting=best["weights"],
+                       pretrained=run.pretrained, warm_start=run.warm_start,
+                       stopped=stopped)

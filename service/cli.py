@@ -13,7 +13,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from service.domain import DEFAULT_TEAM
 
@@ -215,11 +215,10 @@ def cmd_example_dataset(args: argparse.Namespace) -> int:
     from service.ml import examples
 
     out = Path(args.out)
-    kwargs: dict[str, Any] = {"seed": args.seed, "image_size": args.image_size}
-    if args.n:
-        kwargs["n"] = args.n
-    path = Path(examples.make_example_dataset(out, **kwargs))
-    spec = examples.example_spec(image_size=args.image_size, epochs=args.epochs)
+    size = args.image_size or examples.DEFAULT_IMAGE_SIZE
+    path = Path(examples.make_example_dataset(out, n=args.n or examples.DEFAULT_N, seed=args.seed, image_size=size))
+    epochs = args.epochs or examples.DEFAULT_EPOCHS
+    spec = examples.example_spec(image_size=size, epochs=epochs if epochs == "auto" else int(epochs))
     spec_path = path.with_name(path.stem + ".spec.json")
     spec_path.write_text(json.dumps(spec, indent=2) + "\n")
     print(f"wrote {path} and {spec_path}")
@@ -298,10 +297,11 @@ def build_parser() -> argparse.ArgumentParser:
     keys.set_defaults(func=cmd_keys)
     p = sub.add_parser("example-dataset", help="write a synthetic example dataset and its spec")
     p.add_argument("out", metavar="OUT.zip")
-    p.add_argument("--n", type=int, default=None, help="number of images")
+    p.add_argument("--n", type=int, default=None, help="number of images (default: the walk-through's)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--image-size", type=int, default=32, help="image side in pixels (default %(default)s)")
-    p.add_argument("--epochs", type=int, default=8, help="epochs in the written spec (default %(default)s)")
+    p.add_argument("--image-size", type=int, default=None, help="image side in pixels (default: the walk-through's)")
+    p.add_argument("--epochs", default=None, help='epochs in the written spec: a number or "auto" '
+                                                  "(default: the walk-through's)")
     p.set_defaults(func=cmd_example_dataset)
     _add_weights_commands(sub)
     try:

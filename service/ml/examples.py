@@ -18,6 +18,9 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 CATEGORIES = ("none", "circle", "square")
+# the README walk-through: `headwise example-dataset` writes this many images of this size and a spec with these
+# epochs (bench/walkthrough.py times it end to end through the service)
+DEFAULT_N, DEFAULT_IMAGE_SIZE, DEFAULT_EPOCHS = 600, 32, 8
 BIG_THRESHOLD = 0.57  # diameter / image size above which is_big is true
 _FIXED_TIME = (1980, 1, 1, 0, 0, 0)  # reproducible zip bytes
 
@@ -62,7 +65,7 @@ def _cell(v) -> str:
     return str(v)
 
 
-def make_example_dataset(out: Path, n: int = 600, seed: int = 0, image_size: int = 32,
+def make_example_dataset(out: Path, n: int = DEFAULT_N, seed: int = 0, image_size: int = DEFAULT_IMAGE_SIZE,
                          fmt: str | None = None) -> Path:
     """Write the shapes dataset to `out` (a file path, or a folder -> folder/example.<fmt>) and return the path.
     fmt: "zip" (PNG + some JPEG images, labels.csv) or "npz"; default from the file suffix, else zip."""
@@ -104,7 +107,8 @@ def make_example_dataset(out: Path, n: int = 600, seed: int = 0, image_size: int
     return out
 
 
-def example_spec(image_size: int = 32, weighting: str = "uncertainty", epochs: int = 8) -> dict:
+def example_spec(image_size: int = DEFAULT_IMAGE_SIZE, weighting: str = "uncertainty",
+                 epochs: int | str = DEFAULT_EPOCHS) -> dict:
     """A valid spec for the shapes dataset: 4 heads, a gated regression, a sparse regression."""
     return {
         "spec_version": 1,

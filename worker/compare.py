@@ -32,7 +32,7 @@ def run_comparison(job: Job, spec: Any, data: Any, storage: Storage, monitor: Jo
     from service.ml.compare import plan
 
     params = dict(job.params)
-    monitor.epochs = spec.training.epochs * len(plan(spec, params["compare"]))
+    monitor.epochs = spec.training.planned_epochs(len(data.images)) * len(plan(spec, params["compare"]))
 
     def save(state: dict[str, Any]) -> None:
         _save(job, monitor, {**params, "comparison": state})

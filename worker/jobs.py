@@ -250,7 +250,7 @@ def _train_and_register(job: Job, dataset: Dataset | None, settings: Settings, s
             return LEASE_LOST
         last_epoch = result.history[-1].get("epoch", len(result.history)) if result.history else 0
         if is_comparison(job):  # the progress bar spans every sub-run
-            last_epoch = epochs = monitor.epochs
+            last_epoch = monitor.epochs
         registered = _register(job, result, checksums, tmp, storage,
                                {"epoch": last_epoch, "epochs": monitor.epochs, "fraction": 1.0})
     finally:

@@ -41,7 +41,7 @@ def run_comparison(spec, block: dict[str, Any], data, *, device: str = "auto", c
         h: {"kind": b["kind"], "value": b["baseline"]} for h, b in trivial_baselines(
             spec, {t: data.labels[t].values for t in spec.task_names},
             {t: data.labels[t].mask for t in spec.task_names}, *split).items()}
-    epochs, kept = spec.training.epochs, {}
+    epochs, kept = spec.training.planned_epochs(len(data.images)), {}  # each sub-run's most epochs ("auto" too)
 
     def folder(i: int) -> Path | None:
         return checkpoint_root / f"run-{i:02d}" if checkpoint_root is not None else None
@@ -77,7 +77,9 @@ def _shifted(callback, offset: int, key: str):
         return None
 
     def call(item: dict[str, Any]) -> None:
-        callback({**item, "epoch": offset + int(item.get("epoch", 1)), "run": key})
+        # "epochs" (a sub-run's own plan) is left out: the monitor's epochs span every sub-run
+        callback({**{k: v for k, v in item.items() if k != "epochs"}, "epoch": offset + int(item.get("epoch", 1)),
+                  "run": key})
     return call
 
 

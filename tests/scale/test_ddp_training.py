@@ -153,3 +153,20 @@ def test_no_process_gets_an_empty_share_of_the_last_batch() -> None:
     assert batch_bounds(18, 8) == [(0, 8), (8, 16), (16, 18)]  # one process: only a 1-sample batch is merged
     assert batch_bounds(18, 8, 2 * 2) == [(0, 8), (8, 18)]  # 2 processes: a 2-sample batch would leave 1 each
     assert batch_bounds(20, 8, 2 * 2) == [(0, 8), (8, 16), (16, 20)]
+
+
+@pytest.mark.gpu
+def test_two_cuda_ranks_follow_one_gpu(dataset, tmp_path) -> None:
+    """The NCCL path (rank r on cuda:r, SyncBatchNorm) against one GPU; needs 2 CUDA devices. GPU kernels are not
+    bit-deterministic, hence the looser tolerance."""
+    if torch.cuda.device_count() < 2:
+        pytest.skip("needs 2 CUDA devices")
+    spec, data = load_training_data(parse_spec(_spec(1)), dataset, tmp_path / "cache1")
+    one = train(spec, data, device="cuda")
+    request = {"spec": _spec(2), "data": str(dataset), "cache_dir": str(tmp_path / "cache"), "device": "cuda",
+               "checkpoint_dir": str(tmp_path / "checkpoints"), "weights_dir": None}
+    two = train_ranks(2, request, tmp_path / "job", on_epoch=lambda e: None, on_step=lambda s: None,
+                      should_stop=lambda: False)
+    a, b = _trajectory(one.history), _trajectory(two.history)
+    assert len(a) == len(b) and all((x is None) == (y is None) for x, y in zip(a, b, strict=True))
+    assert all(x is None or math.isclose(x, y, rel_tol=1e-3, abs_tol=1e-5) for x, y in zip(a, b, strict=True)), (a, b)

@@ -149,6 +149,47 @@ def test_single_process_world_is_the_default(single) -> None:
     assert Run(spec, data, torch.device("cpu")).world == World()
 
 
+
+KILLED_PARENT = """
+import json, sys
+from pathlib import Path
+from worker.ranks import train_ranks
+train_ranks(2, json.loads(sys.argv[1]), Path(sys.argv[2]), on_epoch=print, on_step=print, should_stop=lambda: False)
+"""
+
+
+def test_a_killed_worker_process_leaves_no_rank(dataset, tmp_path) -> None:
+    """SIGKILL of the job's process (the Celery child that started torchrun): torchrun gets SIGTERM
+    (PR_SET_PDEATHSIG) and stops its ranks; nothing keeps training."""
+    import json
+    import signal
+    import subprocess
+    import sys
+
+    from tests.e2e.harness import cmdline, descendants
+    from tests.scale.test_ddp_worker import is_rank
+
+    spec = _spec(2)
+    spec["training"]["epochs"] = 1000  # minutes of training: only the kill can end it within the test
+    request = {"spec": spec, "data": str(dataset), "cache_dir": str(tmp_path / "cache"), "device": "cpu",
+               "checkpoint_dir": str(tmp_path / "checkpoints"), "weights_dir": None}
+    repo = Path(__file__).resolve().parents[2]
+    parent = subprocess.Popen([sys.executable, "-c", KILLED_PARENT, json.dumps(request), str(tmp_path / "job")],
+                              cwd=repo, env={**os.environ, "PYTHONPATH": str(repo)}, stdout=subprocess.DEVNULL)
+    try:
+        deadline, tree = time.monotonic() + 120, []
+        while len([p for p in tree if is_rank(cmdline(p))]) < 2:
+            assert parent.poll() is None and time.monotonic() < deadline, "the ranks did not start"
+            time.sleep(0.2)
+            tree = descendants(parent.pid)
+    finally:
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+    deadline = time.monotonic() + 20
+    while [p for p in tree if pid_running(p)] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [cmdline(p) for p in tree if pid_running(p)], "torchrun or a rank outlived the killed worker"
+
 def test_no_process_gets_an_empty_share_of_the_last_batch() -> None:
     assert batch_bounds(18, 8) == [(0, 8), (8, 16), (16, 18)]  # one process: only a 1-sample batch is merged
     assert batch_bounds(18, 8, 2 * 2) == [(0, 8), (8, 18)]  # 2 processes: a 2-sample batch would leave 1 each

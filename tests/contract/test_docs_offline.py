@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.ui.test_browser import browser  # noqa: F401 - the real-Chromium fixture (skips/fails like it)
+from tests.ui.conftest import browser  # noqa: F401 - the real-Chromium fixture (skips/fails like it)
 
 pytestmark = pytest.mark.slow
 

@@ -278,8 +278,8 @@ function drawChart() {
   const series = [];
   tasks.forEach((t, i) => {
     const color = COLORS[i % COLORS.length];
-    series.push({ label: `${t} val`, color, dash: "", values: pts.map((e) => [e.epoch, ((e.val || {})[t] || {}).loss]) });
-    series.push({ label: `${t} train`, color, dash: "4 3", values: pts.map((e) => [e.epoch, ((e.train || {})[t] || {}).loss]) });
+    series.push({ label: `${t} val`, color, dash: "", values: pts.map((e) => [e.epoch, ((e.val || {})[t] || {}).loss, e.run]) });
+    series.push({ label: `${t} train`, color, dash: "4 3", values: pts.map((e) => [e.epoch, ((e.train || {})[t] || {}).loss, e.run]) });
   });
   const ys = series.flatMap((s) => s.values.map((v) => v[1])).filter((v) => typeof v === "number" && isFinite(v));
   const maxEpoch = Math.max(1, ...pts.map((e) => e.epoch), ...pts.map((e) => e.epochs || 0));
@@ -304,11 +304,19 @@ function drawChart() {
   const xl = svg("text", { x: (L + W - R) / 2, y: H - 2, "text-anchor": "middle", "font-size": 11, fill: "#6b7785" });
   xl.textContent = pts.length ? "epoch · loss per head (solid: val, dashed: train)" : "waiting for the first epoch…";
   chart.append(xl);
+  drawRuns(chart, pts, x, T, H - B);
   for (const s of series) {
     const good = s.values.filter((v) => typeof v[1] === "number" && isFinite(v[1]));
-    if (!good.length) continue;
-    chart.append(svg("polyline", { class: "series", points: good.map((v) => `${x(v[0])},${y(v[1])}`).join(" "),
-      fill: "none", stroke: s.color, "stroke-width": 2, "stroke-dasharray": s.dash }));
+    // a comparison job's sub-runs (items carry "run") are separate curves: never joined across a boundary
+    const segments = [];
+    for (const v of good) {
+      if (!segments.length || segments[segments.length - 1][0][2] !== v[2]) segments.push([]);
+      segments[segments.length - 1].push(v);
+    }
+    for (const seg of segments) {
+      chart.append(svg("polyline", { class: "series", points: seg.map((v) => `${x(v[0])},${y(v[1])}`).join(" "),
+        fill: "none", stroke: s.color, "stroke-width": 2, "stroke-dasharray": s.dash }));
+    }
     for (const v of good) chart.append(svg("circle", { class: "pt", cx: x(v[0]), cy: y(v[1]), r: 2.5, fill: s.color }));
   }
   $("#live-legend").replaceChildren(...tasks.map((t, i) => {
@@ -316,6 +324,24 @@ function drawChart() {
     swatch.style.background = COLORS[i % COLORS.length]; // CSSOM, allowed by the page's CSP (no inline style attrs)
     return el("div", {}, swatch, t);
   }));
+}
+
+// A comparison job's sub-runs on one epoch axis: a dashed line before each new sub-run, its name (hover: <title>;
+// written out where there is room). chart.dataset.runs counts them.
+function drawRuns(chart, pts, x, top, bottom) {
+  const starts = pts.filter((e, i) => e.run !== undefined && (i === 0 || pts[i - 1].run !== e.run));
+  chart.dataset.runs = String(starts.length);
+  starts.forEach((e, i) => {
+    const at = i === 0 ? x(e.epoch) : (x(pts[pts.indexOf(e) - 1].epoch) + x(e.epoch)) / 2;
+    const next = starts[i + 1] ? x(starts[i + 1].epoch) : x(pts[pts.length - 1].epoch) + 40;
+    if (i > 0) chart.append(svg("line", { class: "run-start", x1: at, x2: at, y1: top, y2: bottom, stroke: "#9aa5b1", "stroke-dasharray": "2 3" }));
+    const label = svg("text", { x: at + 3, y: top + 11, "font-size": 9, fill: "#6b7785" });
+    label.textContent = next - at > 6 * String(e.run).length ? String(e.run) : "";
+    const title = svg("title");
+    title.textContent = `sub-run ${e.run}`;
+    label.append(title);
+    chart.append(label);
+  });
 }
 
 // SSE over fetch streaming: the Authorization header can be sent (EventSource cannot). Reconnects with

@@ -265,6 +265,9 @@ def test_comparison_job_built_and_reported(live, page, tmp_path: Path) -> None:
     variants = [v["name"] for v in report["variants"]]
     assert variants == ["main", "weighting:fixed", "single_task"], variants
     assert page.inner_text("#comparison-progress").startswith(f"{report['runs_total']}/{report['runs_total']}")
+    # the live chart keeps the sub-runs apart: one group of curves per sub-run, a boundary before each new one
+    assert page.get_attribute("#live-chart", "data-runs") == str(report["runs_total"])
+    assert page.locator("#live-chart line.run-start").count() == report["runs_total"] - 1
     for h in report["heads"]:
         rows = page.locator(f"#comparison-heads tbody tr[data-head='{h['head']}']")
         assert rows.count() == len(variants)

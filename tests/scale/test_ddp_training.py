@@ -211,3 +211,18 @@ def test_two_cuda_ranks_follow_one_gpu(dataset, tmp_path) -> None:
     a, b = _trajectory(one.history), _trajectory(two.history)
     assert len(a) == len(b) and all((x is None) == (y is None) for x, y in zip(a, b, strict=True))
     assert all(x is None or math.isclose(x, y, rel_tol=1e-3, abs_tol=1e-5) for x, y in zip(a, b, strict=True)), (a, b)
+
+
+def test_warm_start_reaches_the_ranks(single, tmp_path) -> None:
+    """training.init_from for a several-process job: the worker saves (parent spec, weights, source) next to the
+    job and every rank loads the same tuple train() takes."""
+    from service.ml.train.rank_main import load_init
+    from worker.ranks import save_init
+
+    spec, _, one = single
+    path = save_init((spec, one.state_dict, {"model": "parent", "version": 3}), tmp_path / "job")
+    parent_spec, weights, source = load_init(path)
+    assert parent_spec == spec and source == {"model": "parent", "version": 3}
+    assert weights.keys() == one.state_dict.keys() and all(torch.equal(weights[k], v) for k, v in
+                                                           one.state_dict.items())
+    assert save_init(None, tmp_path / "job") is None and load_init(None) is None

@@ -21,11 +21,11 @@ TEMPLATES = Jinja2Templates(directory=str(HERE / "templates"))
 STATIC = HERE / "static"
 MEDIA_TYPES = {".js": "text/javascript", ".css": "text/css", ".png": "image/png", ".svg": "image/svg+xml"}
 TABS = [("datasets", "Datasets"), ("jobs", "Jobs"), ("models", "Models"), ("try", "Try it")]
-# the spec builder's key settings (spec path, label); empty = the server's default
-SPEC_FIELDS = [("training.epochs", "epochs"), ("training.batch_size", "batch size"),
-               ("training.learning_rate", "learning rate"), ("training.val_fraction", "validation fraction"),
-               ("training.seed", "seed"), ("model.image_size", "image size"), ("model.width", "width"),
-               ("model.depth", "depth")]
+# the spec builder's key settings (spec path, label, what empty means: the server's default)
+SPEC_FIELDS = [("training.epochs", "epochs", "auto"), ("training.max_minutes", "max minutes", "none"),
+               ("training.batch_size", "batch size", "64"), ("training.learning_rate", "learning rate", "0.001"),
+               ("training.val_fraction", "validation fraction", "0.15"), ("training.seed", "seed", "0"),
+               ("model.image_size", "image size", "64"), ("model.width", "width", "32"), ("model.depth", "depth", "4")]
 CSP = ("default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; "
        "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
 

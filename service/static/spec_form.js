@@ -78,6 +78,9 @@ function renderSpecForm() {
     const v = isObject(spec[part]) ? spec[part][field] : undefined;
     input.value = v === undefined || v === null ? "" : String(v);
   }
+  // early stopping is on by default: absent or an object = on; false / null = off
+  const stopping = isObject(spec.training) ? spec.training.early_stopping : undefined;
+  $("#spec-early-stopping").checked = stopping !== false && stopping !== null;
   refreshHeadOptions();
 }
 
@@ -181,6 +184,11 @@ function formToSpec() {
     setOrDelete(section, field, numberOrText(input.value));
     setOrDelete(spec, part, Object.keys(section).length ? section : undefined);
   }
+  const training = isObject(spec.training) ? spec.training : {};
+  const stopping = training.early_stopping;
+  if (!$("#spec-early-stopping").checked) training.early_stopping = false;
+  else if (stopping === false || stopping === null) delete training.early_stopping;  // back to the default (on)
+  setOrDelete(spec, "training", Object.keys(training).length ? training : undefined);
   specForm.spec = spec;
   $("#job-spec").value = JSON.stringify(spec, null, 2);
 }

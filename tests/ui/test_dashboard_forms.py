@@ -104,7 +104,16 @@ def test_spec_form_toast_narrow_and_key_change(live, page, tmp_path: Path) -> No
     for path, value in {"training.epochs": "1", "training.batch_size": "32", "training.val_fraction": "0.25",
                         "model.image_size": "16", "model.width": "8", "model.depth": "1"}.items():
         page.fill(f"#spec-fields input[data-path='{path}']", value)
+    page.fill("#spec-fields input[data-path='training.epochs']", "auto")  # the server's "auto", as a string
+    page.fill("#spec-fields input[data-path='training.max_minutes']", "0.5")
+    page.uncheck("#spec-early-stopping")
+    assert {k: spec_json(page)["training"][k] for k in ("epochs", "max_minutes", "early_stopping")} == {
+        "epochs": "auto", "max_minutes": 0.5, "early_stopping": False}
+    page.check("#spec-early-stopping")
+    page.fill("#spec-fields input[data-path='training.max_minutes']", "")
+    page.fill("#spec-fields input[data-path='training.epochs']", "1")
     built = spec_json(page)
+    assert "early_stopping" not in built["training"] and "max_minutes" not in built["training"]
     tasks = {t["name"]: t for t in built["tasks"]}
     assert tasks["category"]["classes"] == ["none", "circle", "square"]
     assert tasks["size"]["gate"] == {"task": "category", "classes": ["circle", "square"]}
@@ -132,7 +141,9 @@ def test_spec_form_toast_narrow_and_key_change(live, page, tmp_path: Path) -> No
     edited["tasks"][3]["weight"] = 0.25
     edited["tasks"][2]["loss"] = {"type": "huber", "delta": 0.5}
     edited["weighting"] = {"strategy": "uncertainty"}
+    edited["training"]["early_stopping"] = False
     page.fill("#job-spec", json.dumps(edited, indent=2))
+    assert not page.is_checked("#spec-early-stopping")
     assert page.input_value(head(page, 3, "weight")) == "0.25"
     assert page.input_value(head(page, 2, "loss")) == "huber"
     assert page.input_value("#spec-weighting") == "uncertainty"

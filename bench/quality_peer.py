@@ -12,7 +12,7 @@ set per seed, the service's preprocessing), three heads:
 Headwise: `train()` with a spec that gives only the tasks and the input shape (`model: {image_size: 16,
 channels: 1}`): every other setting is the default of service/ml/spec.py (so this bench follows the defaults as
 they change). `--set path=value` overrides one spec setting (JSON value), `--patch` changes what the spec cannot
-(bench-only diagnosis: bn_momentum, adam_eps), both to find which default costs accuracy.
+(bench-only diagnosis: bn_momentum, adam_eps, residual_gamma), both to find which default costs accuracy.
 Keras: the same trunk (stem conv3x3-BN-ReLU, `depth` residual blocks with the same widths/strides, global average
 pool, dropout, per head Dense(head_hidden)-ReLU-Dropout-Dense), the same model settings, optimiser values
 (AdamW, learning_rate, weight_decay), batch size and epochs as Headwise's spec, on the SAME train/validation
@@ -83,7 +83,11 @@ def peer_spec(seed: int, overrides: list[str]):
     doc = {"tasks": TASKS, "model": {"image_size": 16, "channels": 1}, "training": {"seed": seed, "device": "cpu"}}
     for item in overrides:
         path, _, raw = item.partition("=")
-        set_path(doc, path, json.loads(raw))
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:  # a bare word: a string (training.schedule=none)
+            value = raw
+        set_path(doc, path, value)
     return parse_spec(doc)
 
 
@@ -126,7 +130,22 @@ def _patch_adam_eps(value: float) -> None:
     loop.make_optimizer = patched
 
 
-PATCHES = {"bn_momentum": _patch_bn_momentum, "adam_eps": _patch_adam_eps}
+def _patch_residual_gamma(value: float) -> None:
+    """The residual blocks' last BatchNorm weight at init (Headwise: 0, each block starts as the identity)."""
+    from service.ml.train import loop
+
+    base = loop.MultiTaskCNN
+
+    class Patched(base):  # type: ignore[misc, valid-type]
+        def __init__(self, spec):
+            super().__init__(spec)
+            for block in self.blocks:
+                torch.nn.init.constant_(block.bn2.weight, value)
+
+    loop.MultiTaskCNN = Patched
+
+
+PATCHES = {"bn_momentum": _patch_bn_momentum, "adam_eps": _patch_adam_eps, "residual_gamma": _patch_residual_gamma}
 
 
 def headwise_run(spec, images, values, train_idx, train_masks, test_idx) -> dict:
@@ -244,8 +263,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--json")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--set", action="append", default=[], help="Headwise spec override path=JSON value")
-    ap.add_argument("--patch", action="append", default=[], help="bench-only: bn_momentum=X, adam_eps=X")
+    ap.add_argument("--patch", action="append", default=[], help="bench-only: bn_momentum=X, adam_eps=X, residual_gamma=X")
     ap.add_argument("--no-keras", action="store_true", help="Headwise only (diagnosis runs)")
+    ap.add_argument("--keras-from", help="reuse the Keras runs of an earlier result JSON (same seeds) instead of "
+                    "training Keras again (the slow half); its runs and versions are copied into this result")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -254,6 +275,13 @@ def main(argv: list[str] | None = None) -> None:
     t_start = time.perf_counter()
     systems = ["headwise"] + ([] if args.no_keras else ["keras"])
     runs: dict[str, list[dict]] = {s: [] for s in systems}
+    reused = None
+    if args.keras_from:
+        reused = json.loads(Path(args.keras_from).read_text())
+        runs["keras"] = [r for r in reused["runs"]["keras"] if r["seed"] in seeds]
+        if sorted(r["seed"] for r in runs["keras"]) != sorted(seeds):
+            raise SystemExit(f"{args.keras_from}: has Keras runs for seeds {[r['seed'] for r in runs['keras']]}")
+        systems = ["headwise", "keras"]
     eval_spec = parse_spec({"tasks": TASKS, "model": {"image_size": 16, "channels": 1}})
     for seed in seeds:
         images, values, masks, train_idx, test_idx, train_masks = peer_data(seed)
@@ -261,6 +289,8 @@ def main(argv: list[str] | None = None) -> None:
         test_values = {n: values[n][test_idx] for n in PRIMARY}
         test_masks = {n: masks[n][test_idx] for n in PRIMARY}
         for system in systems:
+            if system == "keras" and reused is not None:
+                continue
             fn = headwise_run if system == "headwise" else keras_run
             extra = (seed,) if system == "keras" else ()
             r = fn(spec, images, values, train_idx, train_masks, test_idx, *extra)
@@ -277,11 +307,12 @@ def main(argv: list[str] | None = None) -> None:
                  "gate": "ink gated on is_large, labelled where digit >= 5"},
         "headwise_spec": peer_spec(seeds[0], args.set).model_dump(mode="json"),
         "overrides": args.set, "patches": args.patch, "seeds": seeds,
-        "keras": None if args.no_keras else {"version": __import__("keras").__version__,
-                                             "backend": __import__("keras").backend.backend()},
+        "keras": reused["keras"] if reused is not None else None if args.no_keras else {
+            "version": __import__("keras").__version__, "backend": __import__("keras").backend.backend()},
+        "keras_from": args.keras_from,
         "machine": machine("cpu"),
         "runs": runs, "summary": sums,
-        "verdicts": None if args.no_keras else verdicts(sums["headwise"], sums["keras"]),
+        "verdicts": verdicts(sums["headwise"], sums["keras"]) if "keras" in sums else None,
         "total_seconds": round(time.perf_counter() - t_start, 1), "peak_rss_mb": round(peak_rss_mb(), 1),
     }
     emit(result, args.json)

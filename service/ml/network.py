@@ -104,8 +104,9 @@ class MultiTaskCNN(nn.Module):
             elif isinstance(m, nn.Linear):
                 nn.init.kaiming_uniform_(m.weight, nonlinearity="relu")
                 nn.init.zeros_(m.bias)
-        for block in self.blocks if self.backbone is None else ():
-            nn.init.zeros_(block.bn2.weight)  # each residual block starts as (almost) the identity
+        # The residual blocks' last BatchNorm weight starts at 1 like every BatchNorm (no zero-init "identity
+        # start", which is meant for deep large-batch ResNets): on this small trunk zero-init cost 2.4 points of
+        # digit accuracy and 2.8 on a 15%-labelled binary head over 20 epochs (bench/quality_peer.py, 3 seeds).
         for head in self.heads:
             nn.init.normal_(head[-1].weight, std=0.01)  # start near 0 logits / the mean (standardised) value
 
@@ -137,7 +138,7 @@ class MultiTaskCNN(nn.Module):
 
     def last_shared_parameters(self) -> list[nn.Parameter]:
         """The last shared layer with weights (GradNorm's W): the last residual block's final BatchNorm affine
-        (its conv is multiplied by a zero-initialised BN weight, so the BN parameters carry the gradient).
+        (the block's residual branch ends in it, so the BN parameters carry the branch's gradient).
         A standard backbone: its last BatchNorm (ResNet: the last block's bn2/bn3; MobileNetV3: the last conv's)."""
         if self.backbone is not None:
             return list([m for m in self.backbone.modules() if isinstance(m, nn.BatchNorm2d)][-1].parameters())

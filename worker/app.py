@@ -126,6 +126,14 @@ def _start_reaper(sender=None, **_kwargs) -> None:
 
     presence.start(_queues or [TRAIN_QUEUE])
     start_reaper_thread(get_settings().REAPER_SECONDS)
+    try:  # a worker-only host runs no API, whose start sweeps tmp/: imports of a killed worker left their files
+        from service.storage import storage_for
+
+        removed = storage_for(get_settings()).sweep_tmp()
+        if removed:
+            log.info("removed %d stale entries of tmp/ (left by killed processes)", removed)
+    except Exception:  # noqa: BLE001 - housekeeping only
+        log.exception("sweeping tmp/ failed")
 
 
 @signals.worker_shutdown.connect

@@ -6,6 +6,7 @@ data attributes), never from a copy in the JS. Static files are served from serv
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -21,11 +22,11 @@ TEMPLATES = Jinja2Templates(directory=str(HERE / "templates"))
 STATIC = HERE / "static"
 MEDIA_TYPES = {".js": "text/javascript", ".css": "text/css", ".png": "image/png", ".svg": "image/svg+xml"}
 TABS = [("datasets", "Datasets"), ("jobs", "Jobs"), ("models", "Models"), ("try", "Try it")]
-# the spec builder's key settings (spec path, label, what empty means: the server's default)
-SPEC_FIELDS = [("training.epochs", "epochs", "auto"), ("training.max_minutes", "max minutes", "none"),
-               ("training.batch_size", "batch size", "64"), ("training.learning_rate", "learning rate", "0.001"),
-               ("training.val_fraction", "validation fraction", "0.15"), ("training.seed", "seed", "0"),
-               ("model.image_size", "image size", "64"), ("model.width", "width", "32"), ("model.depth", "depth", "4")]
+# the spec builder's key settings (spec path, label); an empty field means the server's default, shown greyed
+SPEC_FIELDS = [("training.epochs", "epochs"), ("training.max_minutes", "max minutes"),
+               ("training.batch_size", "batch size"), ("training.learning_rate", "learning rate"),
+               ("training.val_fraction", "validation fraction"), ("training.seed", "seed"),
+               ("model.image_size", "image size"), ("model.width", "width"), ("model.depth", "depth")]
 CSP = ("default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; "
        "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
 
@@ -39,6 +40,21 @@ def _version() -> str:
         return "dev"
 
 
+@lru_cache(maxsize=1)
+def spec_fields() -> list[tuple[str, str, str]]:
+    """SPEC_FIELDS with each field's default, read from the engine's spec model (the one parse_spec uses)."""
+    from service.api.openapi import spec_model
+
+    fields = {"training": spec_model().model_fields["training"].annotation.model_fields,
+              "model": spec_model().model_fields["model"].annotation.model_fields}
+    out = []
+    for path, label in SPEC_FIELDS:
+        part, name = path.split(".")
+        default = fields[part][name].default
+        out.append((path, label, "none" if default is None else str(default)))
+    return out
+
+
 def static_url(name: str) -> str:
     path = STATIC / name
     stamp = int(path.stat().st_mtime) if path.is_file() else 0
@@ -48,7 +64,7 @@ def static_url(name: str) -> str:
 @router.get("/ui", response_class=HTMLResponse)
 def dashboard(request: Request) -> HTMLResponse:
     context = {"tabs": TABS, "version": _version(), "docs_url": "/docs", "api_root": "/v1",
-               "static_url": static_url, "spec_fields": SPEC_FIELDS, "job_statuses": json.dumps([s.value for s in JobStatus]),
+               "static_url": static_url, "spec_fields": spec_fields(), "job_statuses": json.dumps([s.value for s in JobStatus]),
                "terminal_statuses": json.dumps(sorted(TERMINAL_STATUSES))}
     response = TEMPLATES.TemplateResponse(request, "ui.html", context)
     response.headers["Content-Security-Policy"] = CSP

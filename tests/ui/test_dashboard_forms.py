@@ -92,6 +92,15 @@ def test_spec_form_toast_narrow_and_key_change(live, page, tmp_path: Path) -> No
     gates = page.eval_on_selector(head(page, 2, "gate"), "s => [...s.options].map(o => o.value)")
     assert gates == ["", "category", "is_big"]  # heads that can gate; a regression head cannot
 
+    # an empty setting is the server's default, shown greyed: read from the engine's spec model
+    from service.ml.spec import ModelConfig, TrainingConfig
+
+    placeholders = page.eval_on_selector_all("#spec-fields input[data-path]",
+                                             "xs => Object.fromEntries(xs.map(x => [x.dataset.path, x.placeholder]))")
+    assert placeholders["training.epochs"] == "auto" and placeholders["training.max_minutes"] == "none"
+    assert placeholders["training.batch_size"] == str(TrainingConfig().batch_size)
+    assert placeholders["model.image_size"] == str(ModelConfig().image_size)
+
     # build the spec with the form
     page.fill(head(page, 0, "classes"), "none, circle, square")
     page.select_option(head(page, 2, "gate"), "category")

@@ -303,4 +303,18 @@ def test_comparison_job_built_and_reported(live, page, tmp_path: Path) -> None:
     assert all(v["compute"]["seconds"] > 0 for v in report["variants"])
     page.set_viewport_size({"width": 420, "height": 900})
     assert {"comparison-heads", "comparison-compute"} <= {t["id"] for t in check_narrow(page, "comparison")}
+
+    # opened later from the job list (a fresh page): the finished report at once, with its plot, and no toast
+    page.set_viewport_size({"width": 1280, "height": 900})
+    page.reload()
+    page.wait_for_selector("#key-status.ok")
+    page.click("nav .tab[data-tab=jobs]")
+    row = page.locator(f"#jobs-table tbody tr[data-id='{job_id}']")
+    assert "comparison" in row.inner_text()
+    row.click()
+    page.wait_for_selector("#job-comparison[data-complete=true]")
+    page.wait_for_function("document.querySelector('#comparison-plot').naturalWidth > 0")
+    assert page.locator("#comparison-heads tbody tr").count() == len(variants) * len(report["heads"])
+    page.wait_for_selector("#job-curves:not([hidden])")  # drawn after the stream's final status event
+    assert page.is_hidden("#toast"), page.inner_text("#toast")
     assert not page.errors, page.errors

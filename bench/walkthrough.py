@@ -17,6 +17,8 @@ import argparse
 import csv
 import io
 import json
+import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -107,11 +109,14 @@ def main() -> None:
     ap.add_argument("--spec", help="a spec file instead of the one example-dataset writes")
     ap.add_argument("--n", type=int, help="example size (default: example-dataset's)")
     ap.add_argument("--image-size", type=int, help="example image size (default: example-dataset's)")
+    ap.add_argument("--threads", type=int, help="OMP_NUM_THREADS for the server and its worker (default: torch's; "
+                    "1 avoids OpenMP barrier stalls when other processes load the CPU)")
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="hw-walk-") as tmp:
         tmp = Path(tmp)
-        env = headwise_env(tmp / "data", HEADWISE_PORT=str(free_port()), HEADWISE_HOST="127.0.0.1")
+        env = headwise_env(tmp / "data", HEADWISE_PORT=str(free_port()), HEADWISE_HOST="127.0.0.1",
+                           **({"OMP_NUM_THREADS": str(args.threads)} if args.threads else {}))
         proc, url, serve_seconds = start_serve(env, tmp / "serve.log")
         try:
             t0 = time.perf_counter()
@@ -143,8 +148,11 @@ def main() -> None:
                 predict_seconds = time.perf_counter() - t_p
                 prediction = r.json()
         finally:
-            proc.terminate()
-            proc.wait(30)
+            os.killpg(proc.pid, signal.SIGTERM)  # serve and its worker
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
         spec = json.loads(spec_path.read_text())
         baseline = mean_predictor(zpath, spec)
         n_images = len(zipfile.ZipFile(zpath).namelist()) - 1

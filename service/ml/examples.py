@@ -20,7 +20,7 @@ from PIL import Image, ImageDraw
 CATEGORIES = ("none", "circle", "square")
 # the README walk-through: `headwise example-dataset` writes this many images of this size and a spec with these
 # epochs (bench/walkthrough.py times it end to end through the service)
-DEFAULT_N, DEFAULT_IMAGE_SIZE, DEFAULT_EPOCHS = 600, 32, 8
+DEFAULT_N, DEFAULT_IMAGE_SIZE, DEFAULT_EPOCHS = 600, 32, 20
 BIG_THRESHOLD = 0.57  # diameter / image size above which is_big is true
 _FIXED_TIME = (1980, 1, 1, 0, 0, 0)  # reproducible zip bytes
 
@@ -107,20 +107,21 @@ def make_example_dataset(out: Path, n: int = DEFAULT_N, seed: int = 0, image_siz
     return out
 
 
-def example_spec(image_size: int = DEFAULT_IMAGE_SIZE, weighting: str = "uncertainty",
+def example_spec(image_size: int = DEFAULT_IMAGE_SIZE, weighting: str = "fixed",
                  epochs: int | str = DEFAULT_EPOCHS) -> dict:
-    """A valid spec for the shapes dataset: 4 heads, a gated regression, a sparse regression."""
+    """A valid spec for the shapes dataset: 4 heads, a gated regression, a sparse regression. category (circle vs
+    square: the only head that needs the shape, not the area or the colour) weighs 2; depth 4 pools to 8x8."""
     return {
         "spec_version": 1,
         "tasks": [
-            {"name": "category", "type": "multiclass", "classes": list(CATEGORIES)},
+            {"name": "category", "type": "multiclass", "classes": list(CATEGORIES), "weight": 2.0},
             {"name": "is_big", "type": "binary"},
             {"name": "size", "type": "regression", "loss": {"type": "huber", "delta": 1.0},
              "gate": {"task": "category", "classes": ["circle", "square"]}},
             {"name": "hue", "type": "regression", "loss": "mse", "weight": 0.5},
         ],
         "weighting": {"strategy": weighting},
-        "model": {"image_size": image_size, "channels": 3, "width": 16, "depth": 3, "dropout": 0.0,
+        "model": {"image_size": image_size, "channels": 3, "width": 16, "depth": 4, "dropout": 0.0,
                   "head_hidden": 32},
         "training": {"epochs": epochs, "batch_size": 32, "learning_rate": 0.003, "val_fraction": 0.2,
                      "seed": 0, "augmentation": {"hflip": True, "crop": 0}},

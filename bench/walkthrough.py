@@ -177,6 +177,7 @@ def main() -> None:
         "train_images_per_second": round(n_train * len(hist) / train_seconds, 1),
         "metrics": tasks,
         "mean_predictor": baseline,
+        "job_baselines": job["metrics"].get("baselines"),  # the job's own (service/ml/baselines.py), for comparison
         "readme_image": {"file": name, "labels": truth, "prediction": prediction},
     }
     emit(result, args.json)

@@ -86,17 +86,45 @@ def output_infos(spec: Any) -> list[TensorInfo]:
     return infos
 
 
+def _gated(_task: Any, rows: list[dict]) -> np.ndarray:
+    return np.array([bool(h.get("gated")) for h in rows], dtype=bool)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A model's output tensors worked out once per spec (the infer hot path reuses it): infos by name, in spec
+    order, and for each tensor its task and the function making its values from /v1 rows."""
+
+    infos: dict[str, TensorInfo]
+    makers: dict[str, tuple[Any, Any]]
+
+
+_PLANS: dict[int, tuple[Any, Plan]] = {}  # id(spec) -> (spec, plan); a loaded predictor keeps its spec object
+
+
+def plan(spec: Any) -> Plan:
+    """The cached Plan of `spec` (raises as output_infos on a first call)."""
+    cached = _PLANS.get(id(spec))
+    if cached is not None and cached[0] is spec:
+        return cached[1]
+    infos = {i.name: i for i in output_infos(spec)}
+    makers: dict[str, tuple[Any, Any]] = {}
+    for task in spec.tasks:
+        makers.update({task.name + suffix: (task, values) for suffix, _dtype, _shape, values in _kind(task)})
+        if task.gate is not None:
+            makers[task.name + "_gated"] = (task, _gated)
+    if len(_PLANS) >= 256:  # specs of versions no longer loaded
+        _PLANS.clear()
+    result = Plan(infos, makers)
+    _PLANS[id(spec)] = (spec, result)
+    return result
+
+
 def output_values(spec: Any, rows: list[dict], wanted: set[str]) -> dict[str, np.ndarray]:
     """/v1 prediction rows (one dict of heads per image) -> {tensor name: array} for the `wanted` names."""
+    makers = plan(spec).makers
     out: dict[str, np.ndarray] = {}
-    for task in spec.tasks:
-        names = [task.name + k[0] for k in _kind(task)] + ([task.name + "_gated"] if task.gate is not None else [])
-        if not wanted.intersection(names):
-            continue
-        heads = [row[task.name] for row in rows]
-        for suffix, _dtype, _shape, values in _kind(task):
-            if task.name + suffix in wanted:
-                out[task.name + suffix] = values(task, heads)
-        if task.gate is not None and task.name + "_gated" in wanted:
-            out[task.name + "_gated"] = np.array([bool(h.get("gated")) for h in heads], dtype=bool)
+    for name in wanted:
+        task, values = makers[name]
+        out[name] = values(task, [row[task.name] for row in rows])
     return out

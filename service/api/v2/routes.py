@@ -36,7 +36,7 @@ from service.api.predict import (
 )
 from service.api.uploads import check_content_length
 from service.api.v2.codec import HEADER, ProtocolError, encode_response, parse_request, wants_binary
-from service.api.v2.heads import UnmappedHeadError, output_infos, output_values
+from service.api.v2.heads import UnmappedHeadError, output_infos, output_values, plan
 from service.api.v2.inputs import image_input
 from service.api.v2.schemas import (
     INFER_OPENAPI,
@@ -230,7 +230,7 @@ async def _infer(request: Request, name: str, version: str | None) -> Response:
     req, tensors = parse_request(body, request.headers.get(HEADER))
     entry = await load_entry(state, version_id, artifact)
     spec = entry.predictor.spec
-    infos = {i.name: i for i in output_infos(spec)}
+    infos = plan(spec).infos
     if req.outputs is None:
         selected = [(i, wants_binary(req, None)) for i in infos.values()]
     else:

@@ -14,6 +14,9 @@ port, then measures:
   (b) /predict, 1 client, sequential requests of one PNG (multipart `files`)
   (c) /predict, N concurrent clients (asyncio, keep-alive connections, a minimal HTTP/1.1 client on uvloop
       so that the load generator takes little of the shared CPU), one PNG per request, after a warm-up
+  (c2) /v2 infer (Open Inference Protocol, one PNG as a BYTES element in binary data, binary outputs: what
+      tritonclient sends by default) at 1 and N clients on the same server, right after (b) and (c); the ratios
+      to /v1 are reported (issue 13's target: >= 0.9)
   (d) the naive endpoint (bench/naive_app.py: network once per request in a plain `def` route) at 1 and N clients,
       served by the same uvicorn command line
 p50/p95/p99 latency, images/s, and the CPU used by the load generator (this process: getrusage / wall time) and by
@@ -280,6 +283,10 @@ def main(argv: list[str] | None = None) -> int:
         raw_before = raw_runs(predictors, arrays, args.raw_seconds)
         url = f"{server.url}/v1/models/{trained['model']}/predict"
         out["headwise"] = http_runs(url, auth(), bodies, server.pid, args)
+        from bench.v2_infer import v2_bodies  # (bench.v2_infer imports this module)
+
+        v2_url = f"{server.url}/v2/models/{trained['model']}/infer"  # same server, model and images, right after
+        out["headwise_v2"] = http_runs(v2_url, auth(), v2_bodies(pngs), server.pid, args)
         out["headwise"]["server_peak_rss_mb"] = server.peak_rss_mb()
     finally:
         server.stop()
@@ -318,6 +325,13 @@ def targets(out: dict, clients: int) -> dict:
     raw_cpu = float(np.mean([raw[k]["onnxruntime"]["batch_1"]["cpu_ms_per_call"] for k in ("before", "after")]))
     res |= {"raw_batch_1_cpu_ms": raw_cpu, "single_client_server_cpu_ms": one["server_cpu_ms_per_request"],
             "single_client_cpu_overhead_ms": one["server_cpu_ms_per_request"] - raw_cpu}
+    v2 = out.get("headwise_v2")
+    if v2 is not None:  # issue 13: /v2 infer not slower than /v1 predict by more than 10%
+        res |= {"v2_single_client_vs_v1": v2["1"]["images_per_second"] / one["images_per_second"],
+                "v2_concurrent_vs_v1": v2[str(clients)]["images_per_second"] / many,
+                "v2_errors": sum(v2["1"]["errors"].values()) + sum(v2[str(clients)]["errors"].values())}
+        res["v2_ok"] = bool(min(res["v2_single_client_vs_v1"], res["v2_concurrent_vs_v1"]) >= 0.9
+                            and res["v2_errors"] == 0)
     res |= {"single_client_ok": bool(single <= res["raw_batch_1_p50_ms"] + 1.5),
             "concurrent_vs_raw_ok": bool(many >= 0.5 * res["raw_batch_64_images_per_second"])}
     return res
@@ -331,10 +345,12 @@ def render(out: dict, clients: int) -> str:
                 r = out["raw"][when][variant][key]
                 rows.append([f"raw {variant}, {key.replace('_', ' ')} ({when})", "-", r["iterations"],
                              r["p50_ms"], r["p95_ms"], r["p99_ms"], r["images_per_second"], "-", "-"])
-    for name in ("headwise", "naive"):
+    labels = {"headwise": "/predict (Headwise)", "headwise_v2": "/v2 infer (Headwise, binary as tritonclient)",
+              "naive": "naive FastAPI endpoint (eager torch)"}
+    for name in [n for n in labels if n in out]:
         for c in ("1", str(clients)):
             r = out[name][c]
-            label = "/predict (Headwise)" if name == "headwise" else "naive FastAPI endpoint (eager torch)"
+            label = labels[name]
             rows.append([label, c, r["requests"], r["p50_ms"], r["p95_ms"], r["p99_ms"], r["images_per_second"],
                          r["client_cpu_cores"], r["server_cpu_cores"]])
     t = out["targets"]
@@ -353,6 +369,10 @@ def render(out: dict, clients: int) -> str:
                  f"{t['concurrent_vs_raw_batch_64']:.2f}x raw ONNX Runtime batch-64 (target >= 0.5: "
                  f"{ok(t['concurrent_vs_raw_ok'])}); {t['concurrent_vs_raw_batch_64_eager']:.2f}x raw eager batch-64;"
                  f" {t['concurrent_vs_naive']:.2f}x naive; errors {t['errors']} ({ok(t['errors_ok'])})")
+    if "v2_ok" in t:
+        lines.append(f"/v2 infer vs /v1 predict, images/s: 1 client {t['v2_single_client_vs_v1']:.2f}x, {clients} "
+                     f"clients {t['v2_concurrent_vs_v1']:.2f}x (target >= 0.9: {ok(t['v2_ok'])}; measured one after "
+                     "the other: bench/v2_infer.py alternates rounds for a finer comparison)")
     lines.append(f"runtime threads (server and raw runs): {out['raw']['before']['torch_threads']}; raw onnxruntime "
                  f"variant ran on: {out['model'].get('raw_onnxruntime_runtime')}")
     m = out["machine"]

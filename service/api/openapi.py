@@ -117,10 +117,29 @@ def spec_model() -> type[BaseModel]:
     return Spec
 
 
-# OpenAPI links: from each create operation to the reads of what it created (clients and the schemathesis
-# stateful phase follow them). (from path, method, status) -> [(to path, method, {parameter: runtime expression})]
+# OpenAPI links: from each create operation to the reads of what it created, from each list to its first item, and
+# from a job to its model version and to queueing the same job again (clients and the schemathesis stateful phase
+# follow them). (from path, method, status) -> [(to path, method, {parameter: runtime expression}[, requestBody])]
 ID = "$response.body#/id"
-LINKS: dict[tuple[str, str, str], list[tuple[str, str, dict[str, str]]]] = {
+FIRST = "$response.body#/items/0"
+LINKS: dict[tuple[str, str, str], list[tuple]] = {
+    ("/v1/datasets", "get", "200"): [
+        ("/v1/datasets/{dataset_id}", "get", {"dataset_id": f"{FIRST}/id"}),
+        ("/v1/datasets/{dataset_id}/audit", "post", {"dataset_id": f"{FIRST}/id"}),
+    ],
+    ("/v1/jobs", "get", "200"): [("/v1/jobs/{job_id}", "get", {"job_id": f"{FIRST}/id"})],
+    ("/v1/jobs/{job_id}", "get", "200"): [
+        ("/v1/models/{name}/versions/{version}", "get",
+         {"name": "$response.body#/model/name", "version": "$response.body#/model/version"}),
+        ("/v1/datasets/{dataset_id}", "get", {"dataset_id": "$response.body#/dataset_id"}),
+        ("/v1/jobs", "post", {}, {"dataset_id": "$response.body#/dataset_id",
+                                  "model_name": "$response.body#/model_name", "spec": "$response.body#/spec"}),
+    ],
+    ("/v1/models", "get", "200"): [
+        ("/v1/models/{name}", "get", {"name": f"{FIRST}/name"}),
+        ("/v1/models/{name}/versions/{version}", "get",
+         {"name": f"{FIRST}/name", "version": f"{FIRST}/latest_version"}),
+    ],
     ("/v1/datasets", "post", "201"): [
         ("/v1/datasets/{dataset_id}", "get", {"dataset_id": ID}),
         ("/v1/datasets/{dataset_id}/audit", "post", {"dataset_id": ID}),
@@ -156,7 +175,12 @@ def add_links(schema: dict[str, Any]) -> None:
         if response is None:
             continue
         links = response.setdefault("links", {})
-        for to_path, to_method, parameters in targets:
+        for to_path, to_method, parameters, *body in targets:
             target = paths.get(to_path, {}).get(to_method)
             if target and "operationId" in target:
-                links[target["operationId"]] = {"operationId": target["operationId"], "parameters": parameters}
+                link: dict[str, Any] = {"operationId": target["operationId"]}
+                if parameters:
+                    link["parameters"] = parameters
+                if body:
+                    link["requestBody"] = body[0]
+                links[target["operationId"]] = link

@@ -82,12 +82,33 @@ def test_operation_conforms_to_the_schema(world: World, method: str, path: str) 
     run()
 
 
+REVOKE = "revoke_key_v1_keys__key_id__delete"
+
+
+def admin_key(world: World, name: str) -> str:
+    """A fresh team-alpha admin key (each schemathesis run below gets its own: see the test's docstring)."""
+    from service.auth import create_key, load_secret
+    from service.db.base import session_scope
+
+    with session_scope(world.settings.DATABASE_URL) as s:
+        return create_key(s, load_secret(world.settings), name=name, team="alpha", scopes=["admin"])[1]
+
+
 def test_schemathesis_cli_all_checks_all_phases(world: World, tmp_path) -> None:
     """The configuration issue 12 names, run as a user would: the `schemathesis run` CLI against a real HTTP
     server (uvicorn on 127.0.0.1) with `--checks all` and every phase (examples, coverage, fuzzing, stateful; the
-    stateful phase follows the OpenAPI links from each create operation to its reads). The only relaxations are in
-    tests/security/schemathesis.toml, each with its reason. Bounded: HEADWISE_SCHEMATHESIS_CLI_EXAMPLES (default 5)
-    examples per operation, about half a minute here."""
+    stateful phase follows the OpenAPI links: lists -> the world's dataset, job and model version, a job -> queueing
+    it again). The only relaxations are in tests/security/schemathesis.toml, each with its reason.
+
+    Three runs, each with its own team-alpha admin key, because schemathesis revokes the key it runs with: fuzzing
+    DELETE /v1/keys/{key_id} with the ids GET /v1/keys returned sooner or later revokes the caller's own key, and
+    every later request is a 401 (on one run that left 12 operations tested with 401s only and the stateful phase
+    with nothing but 401s), and fuzzing deletes what it finds (the world's model version, datasets). So: (1) the
+    stateful phase first, which must cover links and reach the world's dataset, job and model version with 2xx
+    answers; (2) examples, coverage, fuzzing of every operation but DELETE /v1/keys/{key_id}; (3) the same phases
+    for that operation alone. Bounded: HEADWISE_SCHEMATHESIS_CLI_EXAMPLES (default
+    5) examples per operation in (1) and (2); the stateful phase's scenarios are set in schemathesis.toml."""
+    import json
     import shutil
     import socket
     import subprocess
@@ -110,20 +131,43 @@ def test_schemathesis_cli_all_checks_all_phases(world: World, tmp_path) -> None:
     deadline = time.monotonic() + 20
     while not server.started and time.monotonic() < deadline:
         time.sleep(0.05)
-    try:
-        examples = os.environ.get("HEADWISE_SCHEMATHESIS_CLI_EXAMPLES", "5")
-        config = Path(__file__).with_name("schemathesis.toml")
+    examples = os.environ.get("HEADWISE_SCHEMATHESIS_CLI_EXAMPLES", "5")
+    config = Path(__file__).with_name("schemathesis.toml")
+
+    def run(name: str, phases: str, *extra: str) -> str:
+        har = tmp_path / f"{name}.har"
         result = subprocess.run(
             [cli, "--config-file", str(config), "run", f"http://127.0.0.1:{port}/openapi.json", "--checks", "all",
-             "--phases", "examples,coverage,fuzzing,stateful", "--max-examples", examples, "--seed", "12",
-             "-H", f"Authorization: Bearer {world.keys['alpha_admin']}", "--workers", "1",
-             "--exclude-path-regex", "^/(ui|metrics|docs|redoc|v2)", "--report-dir", str(tmp_path / "report")],
+             "--phases", phases, "--max-examples", examples, "--seed", "12",
+             "-H", f"Authorization: Bearer {admin_key(world, name)}", "--workers", "1",
+             "--exclude-path-regex", "^/(ui|metrics|docs|redoc|v2)", "--report", "har", "--report-har-path",
+             str(har), "--report-dir", str(tmp_path / "report"), *extra],
             capture_output=True, text=True, timeout=540, cwd=tmp_path,
         )
+        out = result.stdout
+        assert result.returncode == 0, out[-6000:] + result.stderr[-2000:]
+        summary = out.split("SUMMARY")[-1]
+        assert "failures" not in summary.lower() or " 0 failures" in out, out[-4000:]
+        assert "Authentication failed" not in out, out[-4000:]  # the key stayed valid to the end of the run
+        return out
+
+    try:
+        stateful = run("stateful", "stateful")
+        stateless = run("stateless", "examples,coverage,fuzzing", "--exclude-operation-id", REVOKE)
+        for phase in ("Examples", "Coverage", "Fuzzing"):
+            assert phase in stateless
+        run("revoke", "examples,coverage,fuzzing", "--include-operation-id", REVOKE)
     finally:
         server.should_exit = True
         thread.join(10)
-    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
-    for phase in ("Examples", "Coverage", "Fuzzing", "Stateful"):
-        assert phase in result.stdout
-    assert "failures" not in result.stdout.split("SUMMARY")[-1].lower() or " 0 failures" in result.stdout
+    assert "Stateful" in stateful
+    covered = int(stateful.split("API Links:")[1].split("covered")[0])
+    assert covered >= 5, stateful[-4000:]
+    reached = {(e["request"]["method"], e["request"]["url"].split("?")[0].split(f":{port}")[1], e["response"]["status"])
+               for e in json.loads((tmp_path / "stateful.har").read_text())["log"]["entries"]}
+    import re
+
+    ok = sorted(f"{m} {path} {code}" for m, path, code in reached if code < 300 and m != "DELETE")
+    for pattern in (r"GET /v1/datasets/[0-9a-f]{32} 200", r"GET /v1/jobs/[0-9a-f]{32} 200",
+                    r"GET /v1/models/[^/]+/versions/\d+ 200"):  # the world's dataset, job, model version
+        assert any(re.fullmatch(pattern, r) for r in ok), (pattern, ok)

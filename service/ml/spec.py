@@ -9,7 +9,7 @@ their registries (service.ml.heads, service.ml.losses, service.ml.weighting): wh
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -197,7 +197,7 @@ class TrainingConfig(_Model):
     epochs "auto" (from the dataset size, capped by the time budget), a linear learning-rate warm-up over the
     first epoch, cosine decay, early stopping on val_loss with patience 5 and the best epoch's weights kept."""
 
-    epochs: int | Literal["auto"] = "auto"
+    epochs: Annotated[int, Field(ge=1, le=MAX_EPOCHS)] | Literal["auto"] = "auto"  # bounds also in the JSON schema
     max_minutes: float | None = Field(None, gt=0.0, le=10080.0)  # time budget; None: none, or AUTO_MINUTES for auto
     warmup_epochs: float = Field(1.0, ge=0.0, le=100.0)  # linear lr warm-up, per step (capped at a quarter of the run)
     batch_size: int = Field(64, ge=1, le=65536)

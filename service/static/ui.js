@@ -1,12 +1,13 @@
 // Headwise dashboard: plain JS, no build step. Data comes from the /v1 REST API with the key from
 // sessionStorage in an Authorization header; live job progress is read from the SSE endpoint with fetch
 // streaming (EventSource cannot send headers). Everything user-provided is inserted as text, never as HTML.
+// This file: helpers, the key, the Datasets and Jobs tabs and the wiring; the other views, loaded after it as
+// plain scripts sharing its globals: live_chart.js, models_view.js (Models, Try it), spec_form.js, compare_view.js.
 "use strict";
 
 const KEY_STORE = "headwise.key";
 // job statuses: from the server (service.domain.JobStatus, rendered into <body data-terminal-statuses>)
 const TERMINAL = new Set(JSON.parse(document.body.dataset.terminalStatuses || "[]"));
-const COLORS = ["#2563eb", "#e67e22", "#16a085", "#8e44ad", "#c0392b", "#7f8c8d", "#d4ac0d", "#1abc9c"];
 const $ = (sel) => document.querySelector(sel);
 const state = { datasets: [], jobs: [], models: [], job: null, stream: null, epochs: [], autoSpec: "", objectUrls: [] };
 
@@ -267,83 +268,6 @@ function renderHeads(ev) {
       el("td", {}, metrics), el("td", {}, `${lab.train ?? "-"} / ${lab.val ?? "-"}`), el("td", {}, fmt((ev.weights || {})[t])));
   }));
 }
-function drawChart() {
-  const chart = $("#live-chart");
-  const W = 640, H = 260, L = 48, R = 12, T = 12, B = 30;
-  const pts = state.epochs.slice().sort((a, b) => a.epoch - b.epoch);
-  chart.replaceChildren();
-  chart.dataset.epochs = String(pts.length);
-  const tasks = [];
-  for (const e of pts) for (const t of Object.keys(Object.assign({}, e.train || {}, e.val || {}))) if (!tasks.includes(t)) tasks.push(t);
-  const series = [];
-  tasks.forEach((t, i) => {
-    const color = COLORS[i % COLORS.length];
-    series.push({ label: `${t} val`, color, dash: "", values: pts.map((e) => [e.epoch, ((e.val || {})[t] || {}).loss, e.run]) });
-    series.push({ label: `${t} train`, color, dash: "4 3", values: pts.map((e) => [e.epoch, ((e.train || {})[t] || {}).loss, e.run]) });
-  });
-  const ys = series.flatMap((s) => s.values.map((v) => v[1])).filter((v) => typeof v === "number" && isFinite(v));
-  const maxEpoch = Math.max(1, ...pts.map((e) => e.epoch), ...pts.map((e) => e.epochs || 0));
-  let lo = ys.length ? Math.min(...ys) : 0, hi = ys.length ? Math.max(...ys) : 1;
-  if (hi - lo < 1e-9) { hi += 0.5; lo = Math.max(0, lo - 0.5); }
-  const x = (e) => L + ((e - 1) / Math.max(1, maxEpoch - 1)) * (W - L - R);
-  const y = (v) => T + (1 - (v - lo) / (hi - lo)) * (H - T - B);
-  chart.append(svg("rect", { x: L, y: T, width: W - L - R, height: H - T - B, fill: "#fff", stroke: "#dfe4ea" }));
-  for (let k = 0; k <= 4; k++) {
-    const v = lo + ((hi - lo) * k) / 4;
-    chart.append(svg("line", { x1: L, x2: W - R, y1: y(v), y2: y(v), stroke: "#eef1f4" }));
-    const label = svg("text", { x: L - 6, y: y(v) + 4, "text-anchor": "end", "font-size": 10, fill: "#6b7785" });
-    label.textContent = v.toPrecision(3);
-    chart.append(label);
-  }
-  const step = Math.max(1, Math.ceil(maxEpoch / 10));
-  for (let e = 1; e <= maxEpoch; e += step) {
-    const label = svg("text", { x: x(e), y: H - B + 16, "text-anchor": "middle", "font-size": 10, fill: "#6b7785" });
-    label.textContent = String(e);
-    chart.append(label);
-  }
-  const xl = svg("text", { x: (L + W - R) / 2, y: H - 2, "text-anchor": "middle", "font-size": 11, fill: "#6b7785" });
-  xl.textContent = pts.length ? "epoch · loss per head (solid: val, dashed: train)" : "waiting for the first epoch…";
-  chart.append(xl);
-  drawRuns(chart, pts, x, T, H - B);
-  for (const s of series) {
-    const good = s.values.filter((v) => typeof v[1] === "number" && isFinite(v[1]));
-    // a comparison job's sub-runs (items carry "run") are separate curves: never joined across a boundary
-    const segments = [];
-    for (const v of good) {
-      if (!segments.length || segments[segments.length - 1][0][2] !== v[2]) segments.push([]);
-      segments[segments.length - 1].push(v);
-    }
-    for (const seg of segments) {
-      chart.append(svg("polyline", { class: "series", points: seg.map((v) => `${x(v[0])},${y(v[1])}`).join(" "),
-        fill: "none", stroke: s.color, "stroke-width": 2, "stroke-dasharray": s.dash }));
-    }
-    for (const v of good) chart.append(svg("circle", { class: "pt", cx: x(v[0]), cy: y(v[1]), r: 2.5, fill: s.color }));
-  }
-  $("#live-legend").replaceChildren(...tasks.map((t, i) => {
-    const swatch = el("span", { class: "swatch" });
-    swatch.style.background = COLORS[i % COLORS.length]; // CSSOM, allowed by the page's CSP (no inline style attrs)
-    return el("div", {}, swatch, t);
-  }));
-}
-
-// A comparison job's sub-runs on one epoch axis: a dashed line before each new sub-run, its name (hover: <title>;
-// written out where there is room). chart.dataset.runs counts them.
-function drawRuns(chart, pts, x, top, bottom) {
-  const starts = pts.filter((e, i) => e.run !== undefined && (i === 0 || pts[i - 1].run !== e.run));
-  chart.dataset.runs = String(starts.length);
-  starts.forEach((e, i) => {
-    const at = i === 0 ? x(e.epoch) : (x(pts[pts.indexOf(e) - 1].epoch) + x(e.epoch)) / 2;
-    const next = starts[i + 1] ? x(starts[i + 1].epoch) : x(pts[pts.length - 1].epoch) + 40;
-    if (i > 0) chart.append(svg("line", { class: "run-start", x1: at, x2: at, y1: top, y2: bottom, stroke: "#9aa5b1", "stroke-dasharray": "2 3" }));
-    const label = svg("text", { x: at + 3, y: top + 11, "font-size": 9, fill: "#6b7785" });
-    label.textContent = next - at > 6 * String(e.run).length ? String(e.run) : "";
-    const title = svg("title");
-    title.textContent = `sub-run ${e.run}`;
-    label.append(title);
-    chart.append(label);
-  });
-}
-
 // SSE over fetch streaming: the Authorization header can be sent (EventSource cannot). Reconnects with
 // Last-Event-ID after a dropped connection; stops on the final status event or when aborted.
 async function streamEvents(jobId, onEvent, signal) {
@@ -395,183 +319,10 @@ async function streamEvents(jobId, onEvent, signal) {
   }
 }
 
-// ------------------------------------------------------------------------------------------------- models
-async function loadModels() {
-  state.models = items(await api("/v1/models"));
-  fill($("#models-table tbody"), state.models.map((m) => {
-    const row = el("tr", { class: "clickable", dataset: { name: m.name } },
-      el("td", {}, m.name), el("td", {}, m.latest_version ?? "-"), el("td", {}, when(m.created_at)));
-    row.addEventListener("click", () => { select(row.parentNode, row); guarded(() => showModel(m.name)); });
-    return row;
-  }));
-  const sel = $("#try-model");
-  const current = sel.value;
-  sel.replaceChildren(...state.models.map((m) => el("option", { value: m.name }, m.name)));
-  if (current && state.models.some((m) => m.name === current)) sel.value = current;
-  await syncTryVersions();
-}
-// Engine metrics are {"val_loss", "tasks": {task: {metric: value}}}; flatten to [[name, value-or-object], ...].
-function metricEntries(metrics) {
-  const m = metrics || {};
-  const tasks = m.tasks && typeof m.tasks === "object" ? m.tasks : {};
-  return Object.entries(m).filter(([k]) => k !== "tasks" && k !== "baselines").concat(Object.entries(tasks));
-}
-// Each head's primary metric beside its trivial baseline (metrics.baselines); a head that does not beat it is flagged.
-function baselineText(metrics, task) {
-  const b = ((metrics || {}).baselines || {})[task];
-  if (!b) return "";
-  const verdict = b.beats_baseline === false ? "⚠ does not beat it" : b.beats_baseline ? "beats it" : "";
-  return `${b.metric} ${fmt(b.value)} vs ${b.kind || "baseline"} ${fmt(b.baseline)} ${verdict}`.trim();
-}
-function renderBaselines(box, metrics) {
-  const heads = Object.keys((metrics || {}).baselines || {});
-  box.hidden = !heads.length;
-  box.replaceChildren(...heads.map((t) => el("p", { class: metrics.baselines[t].beats_baseline === false ? "error" : "muted",
-    dataset: { task: t, beats: String(metrics.baselines[t].beats_baseline) } }, `${t}: ${baselineText(metrics, t)}`)));
-}
-function metricSummary(metrics) {
-  return metricEntries(metrics).map(([t, v]) => (v && typeof v === "object"
-    ? `${t}: ${Object.entries(v).filter(([k, x]) => typeof x === "number" && k !== "labelled").slice(0, 3).map(([k, x]) => `${k} ${fmt(x)}`).join(", ")}`
-    : `${t}: ${fmt(v)}`)).join(" · ");
-}
-async function showModel(name) {
-  const model = await api(`/v1/models/${encodeURIComponent(name)}`);
-  $("#model-detail").hidden = false;
-  $("#version-detail").hidden = true;
-  $("#model-title").textContent = name;
-  renderAliases(name, model.aliases || []);
-  const versions = (model.versions || []).slice().sort((a, b) => b.version - a.version);
-  const button = (text, cls, fn) => el("button", { type: "button", class: cls, onclick: (e) => { e.stopPropagation(); guarded(fn); } }, text);
-  fill($("#versions-table tbody"), versions.map((v) => {
-    const row = el("tr", { class: "clickable", dataset: { version: v.version } },
-      el("td", {}, `v${v.version}`), el("td", { class: "version-aliases" }, (v.aliases || []).join(", ")),
-      el("td", { class: "muted" }, metricSummary(v.metrics)),
-      el("td", { class: "mono" }, v.job_id), el("td", {}, when(v.created_at)),
-      el("td", {}, button("Try it", "secondary", () => tryVersion(name, v.version)), " ",
-        button("Promote", "secondary promote", () => promote(name, v.version))));
-    row.addEventListener("click", () => { select(row.parentNode, row); guarded(() => showVersion(name, v)); });
-    return row;
-  }));
-}
-// Aliases: one line per alias with its Roll back button; Promote (per version) moves the alias typed above.
-function renderAliases(name, aliases) {
-  const box = $("#model-aliases");
-  if (!aliases.length) { box.replaceChildren(el("p", { class: "muted" }, "no aliases")); return; }
-  box.replaceChildren(...aliases.map((a) => el("p", { class: "alias", dataset: { alias: a.alias } },
-    el("strong", {}, a.alias), ` → v${a.version} `,
-    el("button", { type: "button", class: "secondary rollback", onclick: () => guarded(() => rollback(name, a.alias)) }, "Roll back"))));
-}
-const aliasPath = (name, alias) => `/v1/models/${encodeURIComponent(name)}/aliases/${encodeURIComponent(alias)}`;
-async function promote(name, version) {
-  const alias = $("#promote-alias").value.trim();
-  const ev = await api(aliasPath(name, alias), { method: "PUT", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ version }) });
-  toast(`${alias}: ${ev.from_version ? `v${ev.from_version}` : "new"} → v${ev.to_version}`, "info");
-  await showModel(name);
-}
-async function rollback(name, alias) {
-  const ev = await api(`${aliasPath(name, alias)}/rollback`, { method: "POST" });
-  toast(`${alias}: v${ev.from_version} → v${ev.to_version} (rolled back)`, "info");
-  await showModel(name);
-}
-async function showVersion(name, v) {
-  $("#version-detail").hidden = false;
-  $("#version-title").textContent = `${name} v${v.version}`;
-  fill($("#version-metrics tbody"), metricEntries(v.metrics).map(([t, m]) => el("tr", {}, el("td", {}, t),
-    el("td", {}, m && typeof m === "object" ? Object.entries(m).map(([k, x]) => `${k} ${fmt(x)}`).join(", ") : fmt(m)),
-    el("td", { class: baselineText(v.metrics, t).includes("⚠") ? "error" : "muted" }, baselineText(v.metrics, t)))));
-  const plots = $("#version-plots");
-  const tasks = ((v.spec || {}).tasks || []).map((t) => t.name);
-  const figures = tasks.map((t) => {
-    const img = el("img", { class: "plot", alt: `${t} plot`, hidden: true, dataset: { task: t } });
-    return { t, img, fig: el("figure", {}, img, el("figcaption", {}, t)) };
-  });
-  plots.replaceChildren(...figures.map((f) => f.fig));
-  showEvaluations(name, v).catch((e) => $("#evaluation-plots").replaceChildren(el("p", { class: "error" }, e.message)));
-  for (const f of figures) {
-    await imageInto(f.img, `/v1/models/${encodeURIComponent(name)}/versions/${v.version}/plots/${encodeURIComponent(f.t)}.png`)
-      .catch((e) => f.fig.append(el("p", { class: "error" }, e.message)));
-  }
-}
-
-// Evaluations of this version (POST .../evaluations, `headwise evaluate`): one row per head; the newest succeeded
-// one's plots below. Gated heads: plain metrics given the true gate, e2e_* end to end.
-async function showEvaluations(name, v) {
-  const base = `/v1/models/${encodeURIComponent(name)}/versions/${v.version}/evaluations`;
-  const items = ((await api(base)) || {}).items || [];
-  fill($("#version-evaluations tbody"), items.flatMap((e) => Object.entries(e.heads || { "-": {} }).map(([t, m]) =>
-    el("tr", { dataset: { evaluation: e.id } }, el("td", {}, when(e.created_at)), el("td", {}, e.dataset_id || "upload"),
-      el("td", {}, e.status), el("td", {}, t), el("td", {}, m.labelled ?? "-"),
-      el("td", {}, Object.entries(m).filter(([k]) => k !== "labelled").map(([k, x]) => `${k} ${fmt(x)}`).join(", "))))));
-  const done = items.find((e) => e.status === "succeeded");
-  const plots = $("#evaluation-plots");
-  plots.replaceChildren();
-  for (const [t, path] of Object.entries((done && done.plots) || {})) {
-    const img = el("img", { class: "plot", alt: `${t} evaluation plot`, hidden: true, dataset: { task: t } });
-    plots.append(el("figure", {}, img, el("figcaption", {}, `${t} (evaluation)`)));
-    await imageInto(img, path).catch((e) => plots.append(el("p", { class: "error" }, e.message)));
-  }
-}
-
-// ------------------------------------------------------------------------------------------------- try it
-async function syncTryVersions() {
-  const name = $("#try-model").value;
-  const sel = $("#try-version");
-  sel.replaceChildren(el("option", { value: "" }, "latest"));
-  if (!name) return;
-  const model = await api(`/v1/models/${encodeURIComponent(name)}`);
-  for (const v of (model.versions || []).slice().sort((a, b) => b.version - a.version)) {
-    sel.append(el("option", { value: v.version }, `v${v.version}`));
-  }
-}
-async function tryVersion(name, version) {
-  activate("try", false);
-  await loadModels();
-  $("#try-model").value = name;
-  await syncTryVersions();
-  $("#try-version").value = String(version);
-}
-function outputCell(out) {
-  if (!out || typeof out !== "object") return el("td", {}, fmt(out));
-  if (out.gated) {
-    return el("td", { class: "gated" }, el("span", { class: "badge suppressed" }, "suppressed"), " ",
-      el("span", { class: "muted reason" }, out.reason || "gate negative"));
-  }
-  if (out.probabilities && typeof out.probabilities === "object") {
-    const top = Object.entries(out.probabilities).sort((a, b) => b[1] - a[1]).slice(0, 3);
-    return el("td", {}, el("strong", {}, String(out.label)), " ",
-      el("span", { class: "muted" }, top.map(([c, p]) => `${c} ${(p * 100).toFixed(0)}%`).join(", ")));
-  }
-  if ("probability" in out) return el("td", {}, el("strong", {}, String(out.label)), ` (p=${fmt(out.probability)})`);
-  if ("value" in out) return el("td", {}, el("strong", {}, fmt(out.value)));
-  return el("td", { class: "mono" }, JSON.stringify(out));
-}
-async function predict(ev) {
-  ev.preventDefault();
-  const files = Array.from($("#try-file").files || []);
-  if (!files.length) { toast("choose one or more images"); return; }
-  const form = new FormData();
-  for (const f of files) form.append("files", f, f.name);
-  const name = $("#try-model").value;
-  const version = $("#try-version").value;
-  const qs = version ? `?version=${encodeURIComponent(version)}` : "";
-  const body = await api(`/v1/models/${encodeURIComponent(name)}/predict${qs}`, { method: "POST", body: form });
-  const preds = body.predictions || [];
-  const tasks = [];
-  for (const p of preds) for (const t of Object.keys(p)) if (!tasks.includes(t)) tasks.push(t);
-  const rows = preds.map((p, i) => {
-    const url = URL.createObjectURL(files[i]);
-    state.objectUrls.push(url);
-    return el("tr", {}, el("td", {}, el("img", { class: "preview", src: url, alt: files[i].name }), el("div", { class: "muted" }, files[i].name)),
-      tasks.map((t) => outputCell(p[t])));
-  });
-  $("#try-results").replaceChildren(
-    el("p", {}, `model ${body.model.name} v${body.model.version}`),
-    el("table", { class: "list", id: "prediction-table" },
-      el("thead", {}, el("tr", {}, el("th", {}, "image"), tasks.map((t) => el("th", {}, t)))), el("tbody", {}, rows)));
-}
-
 // ----------------------------------------------------------------------------------------------- wiring
-const loaders = { datasets: loadDatasets, jobs: async () => { loadCapabilities().catch(() => {}); await loadDatasets(); await loadJobs(); }, models: loadModels, try: loadModels };
+// (functions of the later scripts are looked up when called: they are not defined yet while this file runs)
+const loaders = { datasets: loadDatasets, jobs: async () => { loadCapabilities().catch(() => {}); await loadDatasets(); await loadJobs(); },
+  models: () => loadModels(), try: () => loadModels() };
 function activate(tab, load = true) {
   for (const b of document.querySelectorAll("nav .tab")) b.classList.toggle("active", b.dataset.tab === tab);
   for (const s of document.querySelectorAll("main .panel")) s.hidden = s.id !== `tab-${tab}`;

@@ -15,7 +15,7 @@ they change). `--set path=value` overrides one spec setting (JSON value), `--pat
 (bench-only diagnosis: bn_momentum, adam_eps, residual_gamma), both to find which default costs accuracy.
 Keras: the same trunk (stem conv3x3-BN-ReLU, `depth` residual blocks with the same widths/strides, global average
 pool, dropout, per head Dense(head_hidden)-ReLU-Dropout-Dense), the same model settings, optimiser values
-(AdamW, learning_rate, weight_decay), batch size and epochs as Headwise's spec, on the SAME train/validation
+(AdamW, learning_rate, weight_decay) and batch size as Headwise's spec, 20 epochs, on the SAME train/validation
 split (service.ml.train.stratified_split) and test set; written as a Keras user would: per-output losses with
 reduction="mean_with_sample_weight" and the label masks as per-output `sample_weight` (0 = missing / gated off),
 BatchNormalization(momentum=1 - torch's 0.1, epsilon=1e-5), raw regression target, constant learning rate,
@@ -57,6 +57,7 @@ TASKS = [
 PRIMARY = {"digit": "accuracy", "is_large": "accuracy", "ink": "rmse"}
 SPARSE = 0.15  # fraction of training samples that keep their is_large label
 PIXEL_MEAN, PIXEL_STD = 0.5, 0.25  # service/ml/network.py
+KERAS_EPOCHS = 20  # the peer's fixed budget (Headwise's epochs default until "auto"; the recorded runs used it)
 
 
 def peer_data(seed: int):
@@ -223,10 +224,10 @@ def keras_run(spec, images, values, train_idx, train_masks, test_idx, seed: int)
 
     x, y, w = arrays(tr)
     vx, vy, vw = arrays(va)
-    stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=tc.epochs, restore_best_weights=True)
+    stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=KERAS_EPOCHS, restore_best_weights=True)
     t0 = time.perf_counter()
     hist = model.fit(x, y, sample_weight=w, validation_data=(vx, vy, vw), batch_size=tc.batch_size,
-                     epochs=tc.epochs, shuffle=True, verbose=0, callbacks=[stop])
+                     epochs=KERAS_EPOCHS, shuffle=True, verbose=0, callbacks=[stop])
     seconds = time.perf_counter() - t0
     pred = model.predict(images[test_idx].astype(np.float32), batch_size=256, verbose=0)
     out = {n: np.asarray(pred[n]) for n in PRIMARY}

@@ -19,8 +19,9 @@ The peak is the larger of the training step and the validation pass, times SLACK
 It is checked against measured peaks (VmHWM of real trainings) in tests/guards/test_memory_estimate.py and is
 meant to stay above them.
 
-On CUDA the step runs under bf16 autocast when training.mixed_precision is "auto" or "bf16" (service/ml/
-precision.py; "auto" assumes a GPU with native bf16, Ampere or later): the saved activations are then mostly
+On CUDA the step runs under bf16 autocast when training.mixed_precision is "bf16", or "auto" for a net of at
+least precision.CUDA_BF16_MIN_PARAMS parameters (service/ml/precision.py; "auto" assumes a GPU with native bf16,
+Ampere or later; smaller nets train fp32 there, which is faster for them): the saved activations are then mostly
 bf16, and the step's activation cost is CUDA_BF16_ACTIVATION x the fp32 saved tensors, plus the cuDNN/cuBLAS
 workspaces (CUDA_WORKSPACE_BYTES, taken from the caching allocator) and the CUDA context (CUDA_CONTEXT_BYTES, on
 the device but outside the allocator). Both constants were fitted to ONE H200 run of bench/memory_estimate.py
@@ -36,6 +37,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from service.ml.precision import cuda_prefers_bf16
 from service.ml.spec import Spec, SpecError
 
 RUNTIME_BYTES = 400 * 1024**2  # python + torch + engine imported, threads started (measured ~240 MB; margin)
@@ -163,7 +165,7 @@ def estimate(spec: Spec, num_samples: int, *, device: str = "cpu", batch_size: i
         "parameters": prof.parameters * 4 * (copies + 2),  # + best-epoch copy + checkpoint
     }
     per_input = prof.input * 2 + pixels  # float input, its normalised copy, the uint8 gather
-    if cuda and bf16_on_cuda(spec):
+    if cuda and bf16_on_cuda(spec, prof.parameters):
         parts["workspace"] = CUDA_WORKSPACE_BYTES
         parts["train_step"] = b_train * (int(CUDA_BF16_ACTIVATION * prof.saved) + per_input)
         parts["validation"] = b_val * (int(1.5 * prof.largest) + per_input)  # ~3 bf16 activations alive
@@ -177,9 +179,11 @@ def estimate(spec: Spec, num_samples: int, *, device: str = "cpu", batch_size: i
     return MemoryEstimate(total=total, device="cuda" if cuda else "cpu", batch_size=b_train, parts=parts)
 
 
-def bf16_on_cuda(spec: Spec) -> bool:
-    """Whether a CUDA worker trains this spec under bf16 autocast ("auto" assumes a GPU with native bf16)."""
-    return spec.training.mixed_precision in ("auto", "bf16")
+def bf16_on_cuda(spec: Spec, params: int | None = None) -> bool:
+    """Whether a CUDA worker trains this spec under bf16 autocast ("auto" assumes a GPU with native bf16 and
+    trains nets under precision.CUDA_BF16_MIN_PARAMS parameters fp32: precision.cuda_prefers_bf16)."""
+    mode = spec.training.mixed_precision
+    return mode == "bf16" or (mode == "auto" and cuda_prefers_bf16(params))
 
 
 def largest_batch_size(spec: Spec, num_samples: int, budget: int, *, device: str = "cpu") -> int:

@@ -1,10 +1,11 @@
 """Numeric precision and memory format for training: which autocast dtype, and whether to use channels_last.
 
 `training.mixed_precision` (the spec) decides:
-  "auto"  bf16 autocast where the device computes bf16 natively: on CPU only with avx512_bf16 or AMX
-          (detected from /proc/cpuinfo's flags, else torch's reported CPU capability), on CUDA when
-          torch.cuda.is_bf16_supported(); fp32 elsewhere. A CPU without native bf16 emulates it, which is
-          slower than fp32, so "auto" never picks it there.
+  "auto"  bf16 autocast where the device computes bf16 natively AND it pays: on CPU only with avx512_bf16 or
+          AMX (detected from /proc/cpuinfo's flags, else torch's reported CPU capability); on CUDA when
+          torch.cuda.is_bf16_supported() and the network has at least CUDA_BF16_MIN_PARAMS parameters (see
+          below); fp32 elsewhere. A CPU without native bf16 emulates it, which is slower than fp32, so "auto"
+          never picks it there.
   "bf16"  bf16 autocast whatever the hardware says (the user asked for it).
   "none"  fp32.
 channels_last is used on CUDA (cuDNN runs NHWC convolutions faster). NOT on CPU with this torch (2.13): its CPU
@@ -12,6 +13,17 @@ convolution backward corrupts the heap on channels_last tensors for some small b
 corruption" / segfaults; reproduced with MultiTaskCNN at batch 3 in fp32 and batch 1 and 3 under bf16), although
 it would be 1.4x faster; flip CPU_CHANNELS_LAST once a torch release fixes it. For the same reason a CPU step
 with fewer than MIN_CPU_BF16_BATCH samples runs in fp32 (`autocast(batch)`); full batches get bf16.
+CUDA rule (`cuda_prefers_bf16`), calibrated on ONE set of figures: the H200 runs of bench/results/gpu/
+(torch 2.11, session 2). For the default MultiTaskCNN (64x64, width 32, depth 4: 0.41 M parameters) a bf16 +
+channels_last training step ran at 0.81-0.83x the fp32 NCHW one (train_b64.json, train_b256.json), and
+torch.compile at 0.89x (train_compile.json): such a net is launch-bound, cuDNN already runs fp32 convolutions
+on TF32 tensor cores, and autocast only adds cast kernels. So a net below CUDA_BF16_MIN_PARAMS trains fp32
+under "auto" (still channels_last). Larger nets (the torchvision backbones: mobilenet_v3_large ~3 M trunk
+parameters, resnet18 ~11 M) keep bf16: their saved activations shrink to 0.51-0.71x (service/ml/memory.py),
+which is what lets a 224x224 batch fit. Honest gap: no fp32-vs-bf16 TRAINING comparison of a backbone exists
+yet (at inference, batch 64, bf16 was 0.93x fp32 for resnet18 and 0.82x for mobilenet_v3_large,
+backbones_224.json), and no net between 0.41 M and ~3 M parameters was measured; the threshold (2 M, 5x the
+measured small net, under the smallest backbone) is to be re-measured when a GPU is lent.
 Only the forward pass runs under autocast: losses, metrics and the optimiser state stay fp32 (the trainer casts
 outputs to float before the losses; parameters and AdamW moments are fp32 tensors).
 """
@@ -29,6 +41,7 @@ BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})  # /proc/cpuinfo flags w
 CPUINFO = Path("/proc/cpuinfo")
 MODES = ("auto", "bf16", "none")
 CPU_CHANNELS_LAST = False  # torch 2.13: CPU conv backward on channels_last corrupts the heap (see module doc)
+CUDA_BF16_MIN_PARAMS = 2_000_000  # "auto" on CUDA: fp32 below (small nets are launch-bound; module doc)
 MIN_CPU_BF16_BATCH = 8  # smaller CPU batches run fp32: the bf16 conv backward crashed at batch 1 and 3
 
 
@@ -69,6 +82,12 @@ def cpu_has_native_bf16(flags: Iterable[str] | None = None, capability: str | No
     return "AMX" in cap or "BF16" in cap
 
 
+def cuda_prefers_bf16(params: int | None) -> bool:
+    """Whether "auto" on a bf16-capable GPU autocasts a network of `params` parameters (None: unknown -> bf16,
+    the memory-safe choice). Calibrated on last session's H200 figures (module doc)."""
+    return params is None or params >= CUDA_BF16_MIN_PARAMS
+
+
 @dataclass(frozen=True)
 class Precision:
     """What the trainer does on one device: autocast to bf16 or not, channels_last or not, and why."""
@@ -107,9 +126,11 @@ def choose_precision(
     flags: Iterable[str] | None = None,
     capability: str | None = None,
     cuda_bf16: bool | None = None,
+    params: int | None = None,
 ) -> Precision:
     """Decide autocast + memory format for `mode` ("auto" | "bf16" | "none") on `device` (see module doc).
-    flags/capability (CPU) and cuda_bf16 (CUDA) override the hardware detection, for tests."""
+    params: the network's parameter count (CUDA "auto" trains small nets fp32). flags/capability (CPU) and
+    cuda_bf16 (CUDA) override the hardware detection, for tests."""
     if mode not in MODES:
         raise ValueError(f"mixed_precision: {mode!r} is not one of {', '.join(MODES)}")
     kind = torch.device(device).type
@@ -124,6 +145,9 @@ def choose_precision(
         return Precision(kind, False, channels_last, "auto: the CPU has no native bf16 (no avx512_bf16/AMX): fp32")
     if kind == "cuda":
         supported = torch.cuda.is_bf16_supported() if cuda_bf16 is None else cuda_bf16
+        if supported and not cuda_prefers_bf16(params):
+            return Precision(kind, False, channels_last, f"auto: {params} parameters < {CUDA_BF16_MIN_PARAMS}: "
+                                                         "fp32 (faster than bf16 for small nets on a GPU)")
         if supported:
             return Precision(kind, True, channels_last, "auto: the GPU supports bf16")
         return Precision(kind, False, channels_last, "auto: the GPU has no bf16 support: fp32")

@@ -60,8 +60,9 @@ class Run:
         cuda = device.type == "cuda"
         torch.manual_seed(tc.seed)  # weight init
         # bf16 autocast + memory format per device and training.mixed_precision (service/ml/precision.py)
-        self.precision = choose_precision(tc.mixed_precision, device)
         model = MultiTaskCNN(spec)
+        n_params = sum(p.numel() for p in model.parameters())  # CUDA "auto": small nets train fp32
+        self.precision = choose_precision(tc.mixed_precision, device, params=n_params)
         # model.pretrained: the weights-store entry, strict + sha256-checked (a resumed run then loads its checkpoint)
         self.pretrained = finetune.load_backbone(model, spec, weights_dir)
         # training.init_from: (parent spec, parent weights, source) -> trunk + matching heads (a resumed run then

@@ -44,9 +44,10 @@ def cmd_show(args: argparse.Namespace) -> int:
         return 0
     aliases = ", ".join(f"{a.alias}=v{a.version}" for a in model.aliases) or "-"
     print(f"model {model.name}  latest v{model.latest_version}  aliases: {aliases}")
-    rows = [(v.version, ", ".join(v.aliases), ", ".join(v.tags), (v.description or "")[:50],
-             baseline_summary(v.metrics.model_dump(mode="json")), when(v.created_at)) for v in model.versions]
-    print(table(rows, ["version", "aliases", "tags", "description", "vs baseline", "created"]))
+    rows = [(v.version, ", ".join(v.aliases), f"{v.parent.name} v{v.parent.version}" if v.parent else "",
+             ", ".join(v.tags), (v.description or "")[:50], baseline_summary(v.metrics.model_dump(mode="json")),
+             when(v.created_at)) for v in model.versions]
+    print(table(rows, ["version", "aliases", "from (warm start)", "tags", "description", "vs baseline", "created"]))
     if model.versions:  # the latest version's heads beside their trivial baselines
         latest = max(model.versions, key=lambda v: v.version)
         text = baseline_table(latest.metrics.model_dump(mode="json"))

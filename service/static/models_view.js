@@ -53,6 +53,7 @@ async function showModel(name) {
   fill($("#versions-table tbody"), versions.map((v) => {
     const row = el("tr", { class: "clickable", dataset: { version: v.version } },
       el("td", {}, `v${v.version}`), el("td", { class: "version-aliases" }, (v.aliases || []).join(", ")),
+      el("td", { class: "version-parent muted" }, v.parent ? `${v.parent.name} v${v.parent.version}` : ""),
       el("td", { class: "muted" }, metricSummary(v.metrics)),
       el("td", { class: "mono" }, v.job_id), el("td", {}, when(v.created_at)),
       el("td", {}, button("Try it", "secondary", () => tryVersion(name, v.version)), " ",

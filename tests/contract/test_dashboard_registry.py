@@ -10,9 +10,15 @@ from tests.ui.conftest import browser  # noqa: F401 - the real-Chromium fixture 
 pytestmark = pytest.mark.slow
 
 
-def test_promote_and_rollback_buttons(browser, live_url: str, make_key, register_model) -> None:  # noqa: F811
+def test_promote_and_rollback_buttons(browser, live_url: str, make_key, register_model,  # noqa: F811
+                                      settings) -> None:
+    from service.db.base import session_scope
+    from service.db.tables import ModelVersion
+
     for _ in range(3):
-        register_model("shapes")
+        _job, version_id = register_model("shapes")
+    with session_scope(settings.DATABASE_URL) as s:  # v3 warm-started from v1 (training.init_from)
+        s.get(ModelVersion, version_id).parent = {"model": "shapes", "version": 1}
     key = make_key(WRITER_SCOPES, name="dashboard")
     context = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=live_url, bypass_csp=True)
     page = context.new_page()
@@ -27,6 +33,8 @@ def test_promote_and_rollback_buttons(browser, live_url: str, make_key, register
         page.click("#models-table tbody tr[data-name=shapes]")
         page.wait_for_selector("#model-detail:not([hidden])")
         assert page.inner_text("#model-aliases") == "no aliases"
+        assert page.inner_text("#versions-table tbody tr[data-version='3'] td.version-parent") == "shapes v1"
+        assert page.inner_text("#versions-table tbody tr[data-version='2'] td.version-parent") == ""
 
         page.click("#versions-table tbody tr[data-version='2'] button.promote")
         page.wait_for_selector("#model-aliases p.alias[data-alias=production]")

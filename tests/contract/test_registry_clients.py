@@ -37,9 +37,14 @@ def test_python_client_registry(live_url: str, key: str, make_key, register_mode
         reader.set_alias("shapes", "production", 1)
 
 
-def test_cli_models(live_url: str, key: str, register_model, capsys, tmp_path) -> None:
+def test_cli_models(live_url: str, key: str, register_model, capsys, tmp_path, settings) -> None:
+    from service.db.base import session_scope
+    from service.db.tables import ModelVersion
+
     for _ in range(2):
-        register_model("shapes")
+        _job, version_id = register_model("shapes")
+    with session_scope(settings.DATABASE_URL) as s:  # v2 warm-started from v1 (training.init_from)
+        s.get(ModelVersion, version_id).parent = {"model": "shapes", "version": 1}
     common = ["--url", live_url, "--key", key]
 
     def run(*args: str) -> tuple[int, str]:
@@ -56,6 +61,7 @@ def test_cli_models(live_url: str, key: str, register_model, capsys, tmp_path) -
     assert code == 0 and "tags: a, b" in out and "bad labels" in out
     code, out = run("models", "show", "shapes")
     assert code == 0 and "aliases: production=v1" in out and "bad labels" in out
+    assert next(line for line in out.splitlines() if line.lstrip().startswith("2 ")).split()[1:3] == ["shapes", "v1"]
     code, out = run("models", "version", "rm", "shapes", "1")
     assert code == 1 and "409 Conflict" in out and "production" in out
     assert run("models", "version", "rm", "shapes", "2") == (0, "deleted shapes v2\n")

@@ -2,10 +2,10 @@
 
   split.py    the seeded stratified split and per-epoch seeds
   batches.py  images and per-head targets/masks on the device, augmentation
-  optim.py    optimiser (no weight decay on biases / norm parameters) and schedule
+  optim.py    optimiser (no weight decay on biases / norm parameters) and the per-step schedule (warm-up, cosine)
   loop.py     Run: set-up, the step (weighting strategy backward), an epoch, validation
   state.py    TrainResult, TrainingCancelled, checkpoint save/load
-  trainer.py  train(): the epoch loop, early stopping, best epoch
+  trainer.py  train(): the epoch loop, the epoch plan ("auto", time budget), early stopping, best epoch
 
 A head with no labelled sample in a batch does not move: after the strategy's backward its parameters (and its
 strategy parameters) get `.grad = None`, which makes AdamW/SGD skip them entirely (no momentum, no weight decay).

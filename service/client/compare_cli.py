@@ -46,9 +46,9 @@ def comparison_text(report: dict[str, Any]) -> str:
         reg = report["registered"]
         lines.append(f"registered: {reg['variant']} (seed {reg['seed']}) as version {reg.get('version') or '-'}")
     compute = [(v["name"], f"{v.get('runs_done', 0)}/{v['runs']}", (v.get("compute") or {}).get("seconds", "-"),
-                (v.get("compute") or {}).get("epochs", "-"), (v.get("compute") or {}).get("samples", "-"))
-               for v in report.get("variants") or []]
-    lines += ["", table(compute, ["variant", "runs", "seconds", "epochs", "samples"])]
+                (v.get("compute") or {}).get("epochs", "-"), (v.get("compute") or {}).get("samples", "-"),
+                v.get("strategy", "-")) for v in report.get("variants") or []]
+    lines += ["", table(compute, ["variant", "runs", "seconds", "epochs", "samples", "weighting"])]
     return "\n".join(lines)
 
 

@@ -57,9 +57,7 @@ def snapshot(sessionmaker: Callable[[], Session], job_id: str, team: str) -> dic
             return None
         model = registry_repo.job_versions(session=session, job_ids=[job.id]).get(job.id) if job.status == JobStatus.SUCCEEDED \
             else None
-        progress = dict(job.progress or {})
-        if progress.get("epochs") is None:
-            progress["epochs"] = ((job.spec or {}).get("training") or {}).get("epochs")
+        progress = jobs_repo.progress_of(job)
         return {
             "status": job.status,
             "progress": progress,

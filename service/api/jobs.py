@@ -41,9 +41,7 @@ ERRORS = {code: {"model": ErrorRead} for code in (401, 403, 404, 409, 413, 415, 
 
 
 def job_read(job: Job, model: tuple[str, int] | None = None, status_detail: str | None = None) -> JobRead:
-    progress = dict(job.progress or {})
-    if progress.get("epochs") is None:
-        progress["epochs"] = ((job.spec or {}).get("training") or {}).get("epochs")
+    progress = jobs_repo.progress_of(job)
     return JobRead(
         id=job.id, status=job.status, dataset_id=job.dataset_id, model_name=job.model_name, spec=job.spec or {},
         progress=Progress(**{k: progress[k] for k in ("epoch", "epochs", "fraction") if progress.get(k) is not None}),

@@ -18,6 +18,16 @@ from service.db.tables import Job
 from service.domain import ACTIVE_STATUSES, JobStatus
 
 
+def progress_of(job: Job) -> dict[str, Any]:
+    """The job's progress as stored; before the first epoch, "epochs" is the spec's number of epochs (None for
+    "auto", which the worker plans when training starts)."""
+    progress = dict(job.progress or {})
+    if progress.get("epochs") is None:
+        planned = ((job.spec or {}).get("training") or {}).get("epochs")
+        progress["epochs"] = planned if isinstance(planned, int) and not isinstance(planned, bool) else None
+    return progress
+
+
 def get_team_job(*, session: Session, job_id: str, team: str) -> Job | None:
     return session.scalars(select(Job).where(Job.id == job_id, Job.team == team)).first()
 

@@ -34,6 +34,18 @@ def test_create_commits_then_enqueues(client: TestClient, auth, dataset_id, enqu
     assert enqueued.job_ids == [body["id"]] and enqueued.seen_committed == [True]
 
 
+def test_auto_epochs_queued_job_reads(client: TestClient, auth, dataset_id, enqueued) -> None:
+    spec = tiny_spec()
+    spec["training"]["epochs"] = "auto"  # planned by the worker when training starts
+    r = _create(client, auth, dataset_id, spec=spec)
+    assert r.status_code == 202, r.text
+    assert r.json()["progress"] == {"epoch": 0, "epochs": None, "fraction": 0.0}
+    listed = client.get("/v1/jobs", headers=auth)
+    assert listed.status_code == 200, listed.text
+    got = client.get(f"/v1/jobs/{r.json()['id']}", headers=auth)
+    assert got.status_code == 200 and got.json()["progress"]["epochs"] is None, got.text
+
+
 def test_classes_inferred_from_data(client: TestClient, auth, dataset_id) -> None:
     spec = tiny_spec()
     del spec["tasks"][0]["classes"]

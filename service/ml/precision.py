@@ -15,8 +15,10 @@ it would be 1.4x faster; flip CPU_CHANNELS_LAST once a torch release fixes it.
 Session 3 tried to bound the crash with bench/cl_crash.py (a standalone MultiTaskCNN-shaped net, each case in its
 own subprocess under glibc's MALLOC_CHECK_=3): channels_last weights + input, BatchNorm on, oneDNN on, 2 threads,
 AdamW: batch 1 and 3, fp32 and bf16, 30 steps each -> no failure; batch 1 fp32/bf16, 20 steps -> no failure;
-1 thread, batches 1-4, fp32/bf16, 20 steps (out-of-place ReLU) -> no failure. So the standalone net does not reproduce it in a few dozen steps, which
-proves nothing about safety: the earlier crashes came from the full trainer, and a 200-step x (1..64 batch) x
+1 thread, batches 1-4, fp32/bf16, 20 steps (out-of-place ReLU) -> no failure. The full trainer with channels_last forced (weights and input) and bf16 at
+every batch size (bench/cl_crash_trainer.py, MALLOC_CHECK_=3, 2 threads, 64 steps a case): batches 1-9, 12, 16,
+fp32 and bf16 -> no failure either. So neither reproduces it in a few dozen steps, which proves nothing about
+safety (the earlier crashes were intermittent), and a 200-step x (1..64 batch) x
 {fp32, bf16} sweep, the bar for turning channels_last on, did not fit this session on a 2-core machine at load
 10-15 (one case of 200 steps ran past its 10-minute timeout: slow, not hung). channels_last therefore stays off on CPU. For the same reason a CPU step
 with fewer than MIN_CPU_BF16_BATCH samples runs in fp32 (`autocast(batch)`); full batches get bf16.

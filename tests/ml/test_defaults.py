@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from service.api.quotas import check_job_size
-from service.ml import spec as S
+from service.ml import spec_settings as S
 from service.ml import train as T
 from service.ml.spec import SpecError, parse_spec
 from service.ml.train import trainer

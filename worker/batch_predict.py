@@ -87,34 +87,47 @@ def _inputs(job: Job, dataset: Dataset | None, storage: Storage) -> tuple[str, P
     return artifact, storage.abs(dataset.path), storage.load_table(dataset.id, dataset.path)
 
 
+def write_results(predictor: Any, archive: Path, table: Any, jsonl: Any, writer: csv.DictWriter,
+                  stop: Any, on_step: Any) -> int | None:
+    """Every image of `archive` (the rows of `table`) through `predictor`, CHUNK at a time, each chunk's lines
+    appended to the open `jsonl` file and the csv `writer`: -> the images done, or None when `stop()` said so
+    before a chunk. Nothing but the current chunk is kept."""
+    from service.ml.data.images import iter_images
+
+    total, spec = len(table), predictor.spec
+    chunk: list[tuple[int, Any]] = []
+    done = 0
+    for i, image in iter_images(archive, table):
+        chunk.append((i, image))
+        if len(chunk) == CHUNK or i == total - 1:
+            if stop():
+                return None
+            for (k, _img), heads in zip(chunk, predictor.predict([img for _, img in chunk]), strict=True):
+                jsonl.write(json.dumps({"path": table.keys[k], **heads}) + "\n")
+                writer.writerow(csv_row(spec, table.keys[k], heads))
+            done += len(chunk)
+            chunk = []
+            on_step({"epoch": 1, "step": done + 1, "steps": max(total, 1)})
+    return done
+
+
 def run_batch_predict(job: Job, dataset: Dataset | None, settings: Settings, storage: Storage,
                       monitor: JobMonitor) -> str:
     """-> "succeeded", "cancelled", "failed" (timeout) or LEASE_LOST; raises on errors (the caller fails the job)."""
-    from service.ml.data.images import iter_images
     from service.ml.inference import Predictor
 
     artifact, archive, table = _inputs(job, dataset, storage)
     predictor = Predictor.load(storage.abs(artifact), device=settings.TRAIN_DEVICE)
-    total, spec = len(table), predictor.spec
+    spec = predictor.spec
     monitor.epochs = 1
     tmp = {name: storage.new_tmp_path(f"-{job.id}-{name}") for name in FILES}
     try:
         with open(tmp["results.jsonl"], "w") as jsonl, open(tmp["results.csv"], "w", newline="") as out_csv:
             writer = csv.DictWriter(out_csv, csv_columns(spec))
             writer.writeheader()
-            chunk: list[tuple[int, Any]] = []
-            done = 0
-            for i, image in iter_images(archive, table):
-                chunk.append((i, image))
-                if len(chunk) == CHUNK or i == total - 1:
-                    if monitor.should_stop():
-                        return _stop(job, monitor, settings)
-                    for (k, _img), heads in zip(chunk, predictor.predict([img for _, img in chunk]), strict=True):
-                        jsonl.write(json.dumps({"path": table.keys[k], **heads}) + "\n")
-                        writer.writerow(csv_row(spec, table.keys[k], heads))
-                    done += len(chunk)
-                    chunk = []
-                    monitor.on_step({"epoch": 1, "step": done + 1, "steps": max(total, 1)})
+            done = write_results(predictor, archive, table, jsonl, writer, monitor.should_stop, monitor.on_step)
+            if done is None:
+                return _stop(job, monitor, settings)
         if monitor.should_stop():
             return _stop(job, monitor, settings)
         return _publish(job, storage, tmp, monitor, {"images": done, "model": job.model_name,

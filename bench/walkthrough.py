@@ -3,6 +3,7 @@
 image -- with the figures the README shows.
 
     python bench/walkthrough.py [--json bench/results/walkthrough.json] [--spec FILE] [--n N] [--image-size S]
+        [--screenshots docs]   # also the dashboard on this model in Chromium: docs/dashboard{,-models,-try}.png
 
 Timed from `headwise example-dataset` to the job's `succeeded` (after the server printed its banner and its worker
 is alive, as a user would start typing). Reported: the seconds of each part, the worker's training seconds,
@@ -103,6 +104,47 @@ def readme_image(zip_path: Path) -> tuple[str, bytes, dict]:
         return name, z.read(name), rows[name]
 
 
+def screenshots(url: str, zpath: Path, job_id: str, out: Path) -> None:
+    """The dashboard on the walk-through's model, in Debian's Chromium (Playwright): the job page, the version page,
+    and "Try it" on the first 6 images of the example -> out/dashboard.png, dashboard-models.png, dashboard-try.png."""
+    from playwright.sync_api import sync_playwright
+
+    from bench.harness import ADMIN_KEY
+
+    out.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(zpath) as z:
+        names = sorted(n for n in z.namelist() if n.endswith(".png"))[:6]
+        files = [{"name": Path(n).name, "mimeType": "image/png", "buffer": z.read(n)} for n in names]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=os.environ.get("HEADWISE_CHROMIUM", "/usr/bin/chromium"),
+                                    args=["--no-sandbox", "--disable-gpu"], headless=True)
+        page = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=url, bypass_csp=True).new_page()
+        page.goto("/ui")
+        page.fill("#key-input", ADMIN_KEY)
+        page.click("#key-save")
+        page.wait_for_selector("#key-status.ok")
+        page.click("nav .tab[data-tab=jobs]")
+        page.click(f"#jobs-table tbody tr[data-id='{job_id}']")
+        page.wait_for_function("document.querySelector('#job-curves').complete && "
+                               "document.querySelector('#job-curves').naturalWidth > 0", timeout=60_000)
+        page.evaluate("() => { const d = document.querySelector('#new-job'); if (d) d.open = false; }")
+        page.screenshot(path=str(out / "dashboard.png"), full_page=True)
+        page.click("nav .tab[data-tab=models]")
+        page.click("#models-table tbody tr[data-name=shapes]")
+        page.click("#versions-table tbody tr[data-version='1']")
+        page.wait_for_function("[...document.querySelectorAll('#version-plots img')].length > 0 && [...document."
+                               "querySelectorAll('#version-plots img')].every(i => i.naturalWidth > 0)",
+                               timeout=60_000)
+        page.screenshot(path=str(out / "dashboard-models.png"), full_page=True)
+        page.click("#versions-table tbody tr[data-version='1'] button")
+        page.wait_for_selector("#tab-try:not([hidden])")
+        page.set_input_files("#try-file", files)
+        page.click("#try-btn")
+        page.wait_for_selector("#prediction-table")
+        page.screenshot(path=str(out / "dashboard-try.png"), full_page=True)
+        browser.close()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json")
@@ -111,6 +153,7 @@ def main() -> None:
     ap.add_argument("--image-size", type=int, help="example image size (default: example-dataset's)")
     ap.add_argument("--threads", type=int, help="OMP_NUM_THREADS for the server and its worker (default: torch's; "
                     "1 avoids OpenMP barrier stalls when other processes load the CPU)")
+    ap.add_argument("--screenshots", type=Path, help="also save the dashboard on this model (Chromium) into DIR")
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="hw-walk-") as tmp:
@@ -147,6 +190,8 @@ def main() -> None:
                 r.raise_for_status()
                 predict_seconds = time.perf_counter() - t_p
                 prediction = r.json()
+            if args.screenshots:
+                screenshots(url, zpath, job_id, args.screenshots)
         finally:
             os.killpg(proc.pid, signal.SIGTERM)  # serve and its worker
             try:
@@ -163,7 +208,7 @@ def main() -> None:
     tasks = job["metrics"]["tasks"]
     result = {
         "benchmark": "walkthrough",
-        "command": "python bench/walkthrough.py" + "".join(f" {a}" for a in sys.argv[1:] if a != "--json"),
+        "command": "python bench/walkthrough.py" + "".join(f" {a}" for a in sys.argv[1:]),
         "machine": machine("cpu"),
         "images": n_images,
         "spec": spec,

@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import tracemalloc
 import zipfile
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from PIL import Image
 from service.ml.inference import Predictor
 from service.serving.batch_input import unlabelled_table
 from tests.api.conftest import example_zip, trained_artifact  # noqa: F401 - fixtures
+from tests.worker.test_evaluate_memory import peak
 from worker.batch_predict import CHUNK, csv_columns, write_results
 
 
@@ -76,14 +76,6 @@ def keep_all(predictor: Predictor, archive: Path) -> list[dict]:
 def test_memory_does_not_grow_with_the_images(predictor: Predictor, tmp_path: Path) -> None:
     small, large = images_zip(tmp_path / "s.zip", 2 * CHUNK), images_zip(tmp_path / "l.zip", 8 * CHUNK)
     run(predictor, small, tmp_path)  # warm-up (lazy imports, caches)
-
-    def peak(fn) -> int:
-        tracemalloc.start()
-        try:
-            fn()
-            return tracemalloc.get_traced_memory()[1]
-        finally:
-            tracemalloc.stop()
 
     new = [peak(lambda a=a: run(predictor, a, tmp_path)) for a in (small, large)]
     old = [peak(lambda a=a: keep_all(predictor, a)) for a in (small, large)]

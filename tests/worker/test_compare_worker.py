@@ -76,6 +76,7 @@ def test_comparisons_through_a_real_worker(tmp_path, monkeypatch):
                                                  "register": "best"}, "shapes-cmp")
             digit_job = submit(api, digits, digits_spec(), {"single_task": True, "seeds": 2}, "digits-cmp")
             long_spec = tiny_spec(epochs=8)
+            long_spec["training"]["early_stopping"] = False  # long enough to be cancelled while running
             cancelled = submit(api, shapes, long_spec, {"weighting": ["uncertainty", "dwa"]}, "cancel-cmp")
 
             job = wait_for(example, lambda j: j.status in TERMINAL, 240, worker)

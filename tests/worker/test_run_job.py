@@ -29,7 +29,8 @@ from service.ml.examples import example_spec, make_example_dataset  # noqa: E402
 def tiny_spec(epochs: int = 2) -> dict:
     spec = example_spec(image_size=16, weighting="fixed", epochs=epochs)
     spec["model"].update({"width": 8, "depth": 1, "head_hidden": 8})
-    spec["training"].update({"batch_size": 32, "device": "cpu"})
+    # every epoch runs unless stopped: the cancel and progress tests count on it (early stopping is on by default)
+    spec["training"].update({"batch_size": 32, "device": "cpu", "early_stopping": False})
     return spec
 
 

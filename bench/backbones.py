@@ -8,8 +8,7 @@ Per architecture, alternating rounds (AB, BA, ...) after an untimed warm-up:
                    mixed_precision "bf16", memory format from service/ml/precision.py, val_fraction 0, 1 epoch
                    of batch*steps samples, no checkpoints)
   train/bare       the best hand-written loop: the same trunk + two linear heads, bf16 autocast, AdamW, masked
-                   losses summed, channels_last on CUDA only (torch 2.13's CPU conv backward corrupts the heap on
-                   channels_last inputs, see service/ml/precision.py); includes building its model and optimiser
+                   losses summed, channels_last (weights and input); includes building its model and optimiser
   infer/headwise   Predictor.outputs(uint8 batch) on the trained result (what /predict runs after decoding)
   infer/bare       trunk + heads under inference_mode, channels_last (forward only), bf16 autocast
   infer/bare-fp32  the same in fp32 (what bf16 buys)
@@ -73,9 +72,7 @@ class Bare(nn.Module):
 
 def bare_train(arch: str, data, batch: int, device: torch.device) -> None:
     torch.manual_seed(0)
-    model = Bare(arch).to(device).train()
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    model = Bare(arch).to(device).train().to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4, fused=device.type == "cuda" or None)
     images = torch.from_numpy(data.images).to(device)
     kind = torch.from_numpy(data.labels["kind"].values).to(device)
@@ -85,7 +82,6 @@ def bare_train(arch: str, data, batch: int, device: torch.device) -> None:
     for s in range(0, len(images), batch):
         idx = perm[s:s + batch]
         x = images[idx].permute(0, 3, 1, 2).float().div_(255.0)  # channels_last strides
-        x = x if device.type == "cuda" else x.contiguous()
         with torch.autocast(device.type, dtype=torch.bfloat16):
             k, r = model(x)
         m = smask[idx]

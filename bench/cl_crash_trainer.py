@@ -1,12 +1,21 @@
-"""The full Headwise trainer with channels_last FORCED on CPU (weights and input) and bf16 allowed at any batch size
-(precision.MIN_CPU_BF16_BATCH = 1): the configuration torch 2.13 was seen to crash in. One case per process:
+"""The full Headwise trainer on CPU in channels_last with its small-step guard switched OFF
+(precision.MIN_CPU_BATCH = 1: steps of any size, channels_last and bf16 at every batch size, no merging of a small
+last batch): the configuration torch 2.13 was seen to crash in (service/ml/precision.py). Each case is one child
+process under glibc's heap checks (MALLOC_CHECK_=3, MALLOC_PERTURB_), training `epochs` epochs on
+steps x batch + 3 samples (so every epoch ends with a 3-sample step); exit 0 and finite losses = no crash.
 
-    MALLOC_CHECK_=3 python bench/cl_crash_trainer.py BATCH none|bf16   # 4 epochs x 16 steps; exit 0 = no crash
-Run each case in its own process (a heap corruption kills it); see bench/cl_crash.py for the standalone sweep.
+    python bench/cl_crash_trainer.py --batches 1-16 --modes none,bf16 --epochs 4 --steps 16 --repeat 2 \
+        --out bench/results/cl_crash_trainer.json
+Prints one line per case and a JSON summary. See bench/cl_crash.py for the standalone (pure torch) sweep.
 """
 
 from __future__ import annotations
 
+import argparse
+import itertools
+import json
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -14,31 +23,67 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
-from train_throughput import _headwise_train, make_data, make_spec  # noqa: E402
-
-import service.ml.precision as precision  # noqa: E402
-import service.ml.train.batches as batches  # noqa: E402
-from service.ml.spec import parse_spec  # noqa: E402
-
-_inputs = batches.DeviceData.inputs
+from cl_crash import parse_batches  # noqa: E402
 
 
-def channels_last_inputs(self, idx, gen, host_idx=None):
-    return _inputs(self, idx, gen, host_idx).contiguous(memory_format=torch.channels_last)
+def child(batch: int, mode: str, epochs: int, steps: int, threads: int) -> None:
+    import math
+
+    import torch
+    from train_throughput import _headwise_train, make_data, make_spec
+
+    import service.ml.precision as precision
+    from service.ml.spec import parse_spec
+
+    torch.set_num_threads(threads)
+    precision.MIN_CPU_BATCH = 1  # the guard off: every step in channels_last (+ bf16), whatever its size
+    raw = make_spec(64, batch, epochs, False)
+    raw["training"].update({"mixed_precision": mode, "early_stopping": False})
+    result = _headwise_train()(parse_spec(raw), make_data(steps * batch + 3, 64), device="cpu")
+    if not result.metrics["precision"]["channels_last"]:
+        sys.exit(4)  # the guard was not off: this case would test nothing
+    losses = [h["loss"] for e in result.history for h in e["train"].values() if h.get("loss") is not None]
+    if not all(math.isfinite(v) for v in losses):
+        sys.exit(3)
 
 
 def main() -> None:
-    batch, mode = int(sys.argv[1]), sys.argv[2]
-    torch.set_num_threads(2)
-    precision.CPU_CHANNELS_LAST = True
-    precision.MIN_CPU_BF16_BATCH = 1
-    batches.DeviceData.inputs = channels_last_inputs
-    raw = make_spec(64, batch, 4, False)
-    raw["training"]["mixed_precision"] = mode
-    t0 = time.time()
-    _headwise_train()(parse_spec(raw), make_data(16 * batch, 64), device="cpu")
-    print("ok", batch, mode, round(time.time() - t0, 1))
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--batches", default="1-16")
+    ap.add_argument("--modes", default="none,bf16")
+    ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--steps", type=int, default=16, help="full steps per epoch (plus one 3-sample step)")
+    ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--timeout", type=float, default=600)
+    ap.add_argument("--out")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        child(**json.loads(args.child))
+        return
+    env = dict(os.environ, MALLOC_CHECK_="3", MALLOC_PERTURB_="165")
+    results = []
+    for batch, mode in itertools.product(parse_batches(args.batches), args.modes.split(",")):
+        for _ in range(args.repeat):
+            case = {"batch": batch, "mode": mode, "epochs": args.epochs, "steps": args.steps, "threads": args.threads}
+            t0 = time.perf_counter()
+            try:
+                p = subprocess.run([sys.executable, __file__, "--child", json.dumps(case)], env=env,
+                                   capture_output=True, text=True, timeout=args.timeout)
+                rc, err = p.returncode, (p.stderr.strip().splitlines() or [""])[-1][:160]
+            except subprocess.TimeoutExpired:
+                rc, err = "timeout", ""
+            r = {**case, "rc": rc, "ok": rc == 0, "seconds": round(time.perf_counter() - t0, 2), "stderr": err}
+            results.append(r)
+            print(f"batch={batch:3d} {mode:4s} -> {'ok' if r['ok'] else 'FAIL rc=' + str(rc)} ({r['seconds']} s)"
+                  f" {err if not r['ok'] else ''}", flush=True)
+    import torch
+    summary = {"torch": torch.__version__, "capability": torch.backends.cpu.get_cpu_capability(),
+               "cases": len(results), "failures": [r for r in results if not r["ok"]], "results": results}
+    print(json.dumps({k: summary[k] for k in ("torch", "capability", "cases")} | {"failed": len(summary["failures"])}))
+    if args.out:
+        Path(args.out).write_text(json.dumps(summary, indent=1))
 
 
 if __name__ == "__main__":

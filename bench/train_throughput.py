@@ -11,8 +11,7 @@ sparse regression) with AdamW, timed end to end (building the model and optimise
              spec's default mixed_precision "auto" (service/ml/precision.py decides bf16 and channels_last)
   bare_fp32  a hand-written loop (forward, masked losses summed, backward, AdamW step), fp32, NCHW parameters
   bare_best  the same loop with the best settings for this device: channels_last, plus bf16 autocast when the
-             device computes bf16 natively (avx512_bf16/AMX CPU, or a bf16 GPU). On CPU the trainer itself does
-             not use channels_last (torch 2.13 heap corruption, see service/ml/precision.py)
+             device computes bf16 natively (avx512_bf16/AMX CPU, or a bf16 GPU)
   bare_best_compiled (--compile) bare_best under torch.compile; with --compile the trainer gets training.compile
 Rounds rotate the variants' order after an untimed warm-up (which also absorbs compilation). The JSON has every
 run, medians, the median ratios of runs in the same round, and the targets (CPU: headwise >= 2.0x bare_fp32 and
@@ -149,8 +148,7 @@ def main() -> None:
     data = make_data(args.samples, args.size)
     samples = args.samples * args.epochs
     best = choose_precision("auto", device)  # bf16 where native (what the trainer's "auto" picks)
-    # The best bare loop also uses channels_last, which the trainer avoids on CPU (torch 2.13 heap corruption
-    # in channels_last conv backward at some small batches; the bench's batches are full, where it did not occur).
+    # The best bare loop always uses channels_last (set here, not taken from the trainer's own decision).
     best_cl = device.type in ("cpu", "cuda")
 
     def timed(fn) -> tuple[float, float]:

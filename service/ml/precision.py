@@ -8,20 +8,21 @@
           never picks it there.
   "bf16"  bf16 autocast whatever the hardware says (the user asked for it).
   "none"  fp32.
-channels_last is used on CUDA (cuDNN runs NHWC convolutions faster). NOT on CPU with this torch (2.13): its CPU
-convolution backward corrupts the heap on channels_last tensors for some small batches (glibc "double free or
-corruption" / segfaults; reproduced with MultiTaskCNN at batch 3 in fp32 and batch 1 and 3 under bf16), although
-it would be 1.4x faster; flip CPU_CHANNELS_LAST once a torch release fixes it.
-Session 3 tried to bound the crash with bench/cl_crash.py (a standalone MultiTaskCNN-shaped net, each case in its
-own subprocess under glibc's MALLOC_CHECK_=3): channels_last weights + input, BatchNorm on, oneDNN on, 2 threads,
-AdamW: batch 1 and 3, fp32 and bf16, 30 steps each -> no failure; batch 1 fp32/bf16, 20 steps -> no failure;
-1 thread, batches 1-4, fp32/bf16, 20 steps (out-of-place ReLU) -> no failure. The full trainer with channels_last forced (weights and input) and bf16 at
-every batch size (bench/cl_crash_trainer.py, MALLOC_CHECK_=3, 2 threads, 64 steps a case): batches 1-9, 12, 16,
-fp32 and bf16 -> no failure either. So neither reproduces it in a few dozen steps, which proves nothing about
-safety (the earlier crashes were intermittent), and a 200-step x (1..64 batch) x
-{fp32, bf16} sweep, the bar for turning channels_last on, did not fit this session on a 2-core machine at load
-10-15 (one case of 200 steps ran past its 10-minute timeout: slow, not hung). channels_last therefore stays off on CPU. For the same reason a CPU step
-with fewer than MIN_CPU_BF16_BATCH samples runs in fp32 (`autocast(batch)`); full batches get bf16.
+channels_last is used on CUDA (cuDNN runs NHWC convolutions faster) and on CPU (oneDNN too: 1.39x fp32 and 1.11x
+under bf16 for the default net, issue 11's table), with one guard. In session 2, with this torch (2.13), CPU
+training steps of 1 and 3 samples in channels_last / bf16 crashed (glibc "double free or corruption", segfaults)
+in the test suite. Nothing has reproduced it since:
+  - bench/cl_crash.py (a standalone MultiTaskCNN-shaped net, each case in its own subprocess under glibc's
+    MALLOC_CHECK_=3 + MALLOC_PERTURB_, BatchNorm on, oneDNN on, 2 threads, AdamW), the full sweep: batches 1-16
+    and 64 x {fp32, bf16} x {channels_last, NCHW}, 200 steps each -> 68 cases, no failure (session 4, idle
+    machine; bench/results/cl_crash.json);
+  - bench/cl_crash_trainer.py (the real trainer, channels_last, bf16 allowed at any batch size) -> no failure
+    (bench/results/cl_crash_trainer.json).
+The guard keeps every CPU training step at MIN_CPU_BATCH samples or more per process anyway: a smaller last batch
+of an epoch joins the one before (`min_last_batch`), a run whose steps would still be smaller (a tiny training set
+or batch_size) trains NCHW (`choose_precision(smallest_batch=...)`), and a CPU forward pass of fewer samples runs
+fp32 (`autocast(batch)`). So the configurations that were seen to crash are never run, and the common ones run at
+full speed.
 CUDA rule (`cuda_prefers_bf16`), calibrated on ONE set of figures: the H200 runs of bench/results/gpu/
 (torch 2.11, session 2). For the default MultiTaskCNN (64x64, width 32, depth 4: 0.41 M parameters) a bf16 +
 channels_last training step ran at 0.81-0.83x the fp32 NCHW one (train_b64.json, train_b256.json), and
@@ -49,9 +50,9 @@ import torch
 BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})  # /proc/cpuinfo flags with native bf16 arithmetic
 CPUINFO = Path("/proc/cpuinfo")
 MODES = ("auto", "bf16", "none")
-CPU_CHANNELS_LAST = False  # torch 2.13: CPU conv backward on channels_last corrupts the heap (see module doc)
+CPU_CHANNELS_LAST = True  # oneDNN NHWC convolutions; guarded by MIN_CPU_BATCH (module doc)
 CUDA_BF16_MIN_PARAMS = 2_000_000  # "auto" on CUDA: fp32 below (small nets are launch-bound; module doc)
-MIN_CPU_BF16_BATCH = 8  # smaller CPU batches run fp32: the bf16 conv backward crashed at batch 1 and 3
+MIN_CPU_BATCH = 8  # CPU: no training step below this per process, no bf16 forward below it (module doc)
 
 
 def cpu_flags(cpuinfo: str | None = None) -> frozenset[str]:
@@ -91,6 +92,13 @@ def cpu_has_native_bf16(flags: Iterable[str] | None = None, capability: str | No
     return "AMX" in cap or "BF16" in cap
 
 
+def min_last_batch(device_type: str, processes: int = 1) -> int:
+    """The smallest last batch of an epoch that trains on its own (a smaller one joins the batch before): 2 per
+    process (BatchNorm cannot train on one sample; no process gets an empty share), MIN_CPU_BATCH per process on
+    CPU (module doc)."""
+    return processes * (MIN_CPU_BATCH if device_type == "cpu" else 2)
+
+
 def cuda_prefers_bf16(params: int | None) -> bool:
     """Whether "auto" on a bf16-capable GPU autocasts a network of `params` parameters (None: unknown -> bf16,
     the memory-safe choice). Calibrated on last session's H200 figures (module doc)."""
@@ -112,8 +120,8 @@ class Precision:
 
     def autocast(self, batch: int | None = None) -> contextlib.AbstractContextManager:
         """The context to run a forward pass of `batch` samples in (a no-op context when bf16 is off, and on CPU
-        for batches smaller than MIN_CPU_BF16_BATCH)."""
-        small = self.device_type == "cpu" and batch is not None and batch < MIN_CPU_BF16_BATCH
+        for batches smaller than MIN_CPU_BATCH)."""
+        small = self.device_type == "cpu" and batch is not None and batch < MIN_CPU_BATCH
         if not self.bf16 or small:
             return contextlib.nullcontext()
         return torch.autocast(self.device_type, dtype=torch.bfloat16)
@@ -136,14 +144,17 @@ def choose_precision(
     capability: str | None = None,
     cuda_bf16: bool | None = None,
     params: int | None = None,
+    smallest_batch: int | None = None,
 ) -> Precision:
     """Decide autocast + memory format for `mode` ("auto" | "bf16" | "none") on `device` (see module doc).
     params: the network's parameter count (CUDA "auto" trains small nets fp32). flags/capability (CPU) and
-    cuda_bf16 (CUDA) override the hardware detection, for tests."""
+    cuda_bf16 (CUDA) override the hardware detection, for tests. smallest_batch: the fewest samples one process
+    gets in a training step; on CPU under MIN_CPU_BATCH the run trains NCHW (module doc)."""
     if mode not in MODES:
         raise ValueError(f"mixed_precision: {mode!r} is not one of {', '.join(MODES)}")
     kind = torch.device(device).type
-    channels_last = kind == "cuda" or (kind == "cpu" and CPU_CHANNELS_LAST)
+    small = kind == "cpu" and smallest_batch is not None and smallest_batch < MIN_CPU_BATCH
+    channels_last = kind == "cuda" or (kind == "cpu" and CPU_CHANNELS_LAST and not small)
     if mode == "none":
         return Precision(kind, False, channels_last, "mixed_precision 'none': fp32")
     if mode == "bf16":

@@ -285,8 +285,8 @@ def test_footprint():
 
 @pytest.mark.parametrize("arch", list(BACKBONES))
 def test_trunk_trains(arch):
-    """Every parameter gets a gradient. (Contiguous NCHW on CPU: torch 2.13's CPU conv backward corrupts the heap
-    on channels_last inputs with stride-2 convs and small batches -- see service/ml/train/batches.py.)"""
+    """Every parameter gets a gradient (NCHW: the trainer never runs a CPU step this small in channels_last, see
+    service/ml/precision.py)."""
     trunk = build_trunk(arch).train()
     out = trunk(torch.rand(2, 3, 64, 64))
     F.mse_loss(out, torch.zeros_like(out)).backward()

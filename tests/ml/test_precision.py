@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from service.ml.precision import MIN_CPU_BF16_BATCH, choose_precision, cpu_flags, cpu_has_native_bf16
+from service.ml.precision import MIN_CPU_BATCH, choose_precision, cpu_flags, cpu_has_native_bf16, min_last_batch
 
 SAPPHIRE_RAPIDS = "processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512bw avx512_bf16 amx_bf16 amx_tile\n"
 COOPER_LAKE = "processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_bf16\n"
@@ -45,7 +45,7 @@ def test_cpu_flags_missing_or_unreadable() -> None:
 def test_auto_on_cpu_uses_bf16_only_where_native(cpuinfo: str, bf16: bool) -> None:
     p = choose_precision("auto", "cpu", flags=cpu_flags(cpuinfo), capability="AVX512")
     assert p.bf16 is bf16
-    assert not p.channels_last  # torch 2.13's CPU channels_last conv backward corrupts the heap
+    assert p.channels_last  # oneDNN NHWC convolutions, whatever the dtype
     assert p.dtype == ("bf16" if bf16 else "fp32")
     assert ("has native bf16" in p.reason) is bf16
 
@@ -53,7 +53,7 @@ def test_auto_on_cpu_uses_bf16_only_where_native(cpuinfo: str, bf16: bool) -> No
 def test_forced_modes_ignore_the_hardware() -> None:
     assert choose_precision("bf16", "cpu", flags=cpu_flags(ZEN2)).bf16
     assert not choose_precision("none", "cpu", flags=cpu_flags(SAPPHIRE_RAPIDS)).bf16
-    assert not choose_precision("none", "cpu", flags=set()).channels_last
+    assert choose_precision("none", "cpu", flags=set()).channels_last
 
 
 def test_cuda_decisions_do_not_need_a_gpu() -> None:
@@ -80,9 +80,9 @@ def test_autocast_context_really_switches_dtype() -> None:
 def test_small_cpu_batches_run_fp32() -> None:
     lin = torch.nn.Linear(4, 4)
     p = choose_precision("bf16", "cpu")
-    with p.autocast(MIN_CPU_BF16_BATCH - 1):
+    with p.autocast(MIN_CPU_BATCH - 1):
         assert lin(torch.randn(2, 4)).dtype == torch.float32
-    with p.autocast(MIN_CPU_BF16_BATCH):
+    with p.autocast(MIN_CPU_BATCH):
         assert lin(torch.randn(2, 4)).dtype == torch.bfloat16
 
 
@@ -92,7 +92,22 @@ def test_prepare_sets_channels_last_where_chosen_and_keeps_fp32() -> None:
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
     assert conv.weight.dtype == torch.float32
     cpu_conv = choose_precision("auto", "cpu", flags=cpu_flags(COOPER_LAKE)).prepare(torch.nn.Conv2d(3, 8, 3))
-    assert not cpu_conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert cpu_conv.weight.is_contiguous(memory_format=torch.channels_last) and cpu_conv.weight.dtype == torch.float32
+    small = choose_precision("auto", "cpu", flags=cpu_flags(COOPER_LAKE), smallest_batch=MIN_CPU_BATCH - 1)
+    assert not small.prepare(torch.nn.Conv2d(3, 8, 3)).weight.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize(("smallest", "cl"), [(None, True), (1, False), (MIN_CPU_BATCH - 1, False),
+                                               (MIN_CPU_BATCH, True), (64, True)])
+def test_cpu_steps_below_the_minimum_train_nchw(smallest, cl: bool) -> None:
+    for mode in ("auto", "bf16", "none"):
+        assert choose_precision(mode, "cpu", smallest_batch=smallest).channels_last is cl
+    assert choose_precision("auto", "cuda", cuda_bf16=True, smallest_batch=smallest).channels_last  # CUDA: always
+
+
+def test_small_last_batches_join_the_one_before() -> None:
+    assert min_last_batch("cpu") == MIN_CPU_BATCH and min_last_batch("cpu", 2) == 2 * MIN_CPU_BATCH
+    assert min_last_batch("cuda") == 2 and min_last_batch("cuda", 4) == 8
 
 
 @pytest.mark.parametrize(("params", "bf16"), [(414_758, False), (1_999_999, False), (2_000_000, True),

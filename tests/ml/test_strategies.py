@@ -156,7 +156,7 @@ def test_resume_is_bit_identical(strategy, tmp_path):
 
     def stop_in_epoch_two():
         calls["n"] += 1
-        return calls["n"] > 3 + 1
+        return calls["n"] > 2 + 1  # 2 steps per epoch: cancel at the 2nd step of epoch 2
 
     with pytest.raises(T.TrainingCancelled):
         T.train(spec, make_data(), device="cpu", checkpoint_dir=tmp_path / "b", should_stop=stop_in_epoch_two)

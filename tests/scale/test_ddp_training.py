@@ -114,9 +114,14 @@ def test_two_processes_follow_the_single_process_trajectory(single, dataset, tmp
     assert all(x is None or math.isfinite(x) for x in b), b
     assert _close(a, b), f"1 process {a}\n2 processes {b}"
     assert one.history[-1]["train"]["ghost"] == two.history[-1]["train"]["ghost"] == {"loss": None, "labelled": 0}
-    for name, value in one.state_dict.items():  # the best epoch's weights agree as closely
+    # the best epoch's weights agree closely: within 2e-3 of each tensor's scale. In channels_last (the CPU
+    # default) oneDNN's weight-gradient reduction over 16 samples vs 8 + 8 summed across ranks rounds differently,
+    # and AdamW magnifies those roundings on near-zero gradients (seen: max |diff| 2.1e-4 on conv weights of scale
+    # 0.45; NCHW kept it under 1e-5). The per-head loss trajectory above is the sharper check (1e-4 relative).
+    for name, value in one.state_dict.items():
         if value.is_floating_point():
-            assert torch.allclose(two.state_dict[name], value, rtol=1e-3, atol=1e-5), name
+            scale = float(value.abs().max())
+            assert torch.allclose(two.state_dict[name], value, rtol=1e-3, atol=max(1e-5, 2e-3 * scale)), name
     init = Run(spec, data, torch.device("cpu")).model.state_dict()
     ghost = [k for k in init if k.startswith(f"heads.{spec.task_names.index('ghost')}.")]
     assert ghost

@@ -29,8 +29,9 @@ def augment(x: Tensor, hflip: bool, crop: int, gen: torch.Generator) -> Tensor:
 
 
 def batch_bounds(count: int, batch_size: int, min_last: int = 2) -> list[tuple[int, int]]:
-    """Batches of batch_size; a last batch under min_last samples joins the one before (BatchNorm cannot train on
-    one sample; several processes: min_last = 2 x processes, so no process gets an empty share)."""
+    """Batches of batch_size; a last batch under min_last samples joins the one before (the trainer passes
+    service.ml.precision.min_last_batch: BatchNorm cannot train on one sample, no process may get an empty share,
+    and no CPU step runs under MIN_CPU_BATCH samples per process)."""
     bounds = [(s, min(s + batch_size, count)) for s in range(0, count, batch_size)]
     if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] < min_last:
         bounds[-2:] = [(bounds[-2][0], count)]
@@ -38,8 +39,9 @@ def batch_bounds(count: int, batch_size: int, min_last: int = 2) -> list[tuple[i
 
 
 class DeviceData:
-    def __init__(self, spec, data, eff: dict[str, np.ndarray], norm: dict[str, dict], device: torch.device):
-        self.spec, self.device = spec, device
+    def __init__(self, spec, data, eff: dict[str, np.ndarray], norm: dict[str, dict], device: torch.device,
+                 channels_last: bool = True):
+        self.spec, self.device, self.channels_last = spec, device, channels_last
         images = np.asarray(data.images)
         if images.dtype != np.uint8 or images.ndim != 4 or not images.flags.c_contiguous or not images.flags.writeable:
             images = np.ascontiguousarray(images, dtype=np.uint8).copy()
@@ -63,10 +65,12 @@ class DeviceData:
         aug = self.spec.training.augmentation
         if gen is not None and (aug.hflip or aug.crop):
             x = augment(x, aug.hflip, aug.crop, gen)
-        x = x.permute(0, 3, 1, 2).float().div_(255.0)  # (B, C, H, W), channels_last strides
-        # CPU: contiguous NCHW. torch 2.13's CPU conv backward corrupts the heap on channels_last inputs with
-        # stride-2 convolutions and small batches (reproduced with the v1 trainer too: depth 2, batch 3).
-        return x if x.is_cuda else x.contiguous()
+        x = x.permute(0, 3, 1, 2).float().div_(255.0)  # (B, C, H, W), channels_last strides: no copy
+        return x if self.channels_last else x.contiguous()  # an NCHW network gets NCHW input
+
+    def dense(self, x: Tensor) -> Tensor:
+        """x (a strided view, e.g. one rank's share of a batch) densely in the network's memory format."""
+        return x.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
 
     def select(self, idx: Tensor) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         return {t: v[idx] for t, v in self.targets.items()}, {t: m[idx] for t, m in self.masks.items()}

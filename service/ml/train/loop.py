@@ -18,7 +18,7 @@ from service.ml.backbones import finetune
 from service.ml.distributed import World
 from service.ml.losses import masked_loss
 from service.ml.network import MultiTaskCNN
-from service.ml.precision import choose_precision
+from service.ml.precision import choose_precision, min_last_batch
 from service.ml.train import parallel
 from service.ml.train.batches import DeviceData, batch_bounds
 from service.ml.train.optim import Schedule, make_optimizer
@@ -55,14 +55,18 @@ class Run:
         self.train_idx, self.val_idx = ((np.asarray(split[0], dtype=np.int64), np.asarray(split[1], dtype=np.int64))
                                         if split is not None else stratified_split(spec, data))
         self.norm = normalization(spec, data, self.eff, self.train_idx)
-        self.data = DeviceData(spec, data, self.eff, self.norm, device)
+        # the epoch's batches (every epoch has the same sizes): a small last batch joins the one before
+        self.min_last = min_last_batch(device.type, world.size)
+        bounds = batch_bounds(len(self.train_idx), tc.batch_size, self.min_last)
 
         cuda = device.type == "cuda"
         torch.manual_seed(tc.seed)  # weight init
         # bf16 autocast + memory format per device and training.mixed_precision (service/ml/precision.py)
         model = MultiTaskCNN(spec)
         n_params = sum(p.numel() for p in model.parameters())  # CUDA "auto": small nets train fp32
-        self.precision = choose_precision(tc.mixed_precision, device, params=n_params)
+        smallest = min(e - s for s, e in bounds) // world.size  # the fewest samples one process gets in a step
+        self.precision = choose_precision(tc.mixed_precision, device, params=n_params, smallest_batch=smallest)
+        self.data = DeviceData(spec, data, self.eff, self.norm, device, self.precision.channels_last)
         # model.pretrained: the weights-store entry, strict + sha256-checked (a resumed run then loads its checkpoint)
         self.pretrained = finetune.load_backbone(model, spec, weights_dir)
         # training.init_from: (parent spec, parent weights, source) -> trunk + matching heads (a resumed run then
@@ -81,8 +85,7 @@ class Run:
             self.forward = parallel.wrap(self.model, device, world)
         self.opt = make_optimizer(self.model, self.weighting.optimizer_parameters(), tc, cuda)
         # epochs: the plan (explicit, or "auto" from the dataset size); the trainer may lower it after epoch 1
-        self.schedule = Schedule(self.opt, tc, tc.planned_epochs(len(data.images)),
-                                 len(batch_bounds(len(self.train_idx), tc.batch_size)))
+        self.schedule = Schedule(self.opt, tc, tc.planned_epochs(len(data.images)), len(bounds))
         self.shared = self.model.trunk_parameters()
         self.task_params = {t: self.model.head_parameters(t) + self.weighting.parameters_for(t) for t in self.names}
         self.frozen = False  # training.freeze_backbone_epochs: set per epoch
@@ -102,7 +105,7 @@ class Run:
         """One optimisation step on samples `idx` (device tensor); cnt: labelled count per head (host)."""
         x = self.data.inputs(idx, gen, host_idx)  # the global batch (augmentation draws for all of it)
         if self.world.distributed:  # this rank's share; cnt stays the GLOBAL count (parallel.py)
-            idx, x = parallel.shard(idx, self.world), parallel.shard(x, self.world).contiguous()
+            idx, x = parallel.shard(idx, self.world), self.data.dense(parallel.shard(x, self.world))
         targets, masks = self.data.select(idx)
         out = self._forward(x)
         counts = dict(zip(self.names, (int(c) for c in cnt), strict=True))
@@ -131,7 +134,7 @@ class Run:
         order = torch.randperm(len(self.train_idx), generator=torch.Generator().manual_seed(epoch_seed(seed, epoch)))
         perm = self.train_idx[order.numpy()]
         aug_gen = torch.Generator(device=dev).manual_seed(epoch_seed(seed + 1, epoch))
-        bounds = batch_bounds(len(perm), self.spec.training.batch_size, 2 * self.world.size)
+        bounds = batch_bounds(len(perm), self.spec.training.batch_size, self.min_last)
         counts = np.add.reduceat(self.data.mask_matrix[perm], [s for s, _ in bounds], axis=0)  # (steps, T)
         counts_dev = torch.from_numpy(counts.astype(np.float32)).to(dev)
         perm_host = torch.from_numpy(perm)

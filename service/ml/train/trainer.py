@@ -144,7 +144,8 @@ def _train(spec, data, dev, select, on_epoch, should_stop, checkpoint_dir, on_st
                 "weights": history[-1]["weights"] if history else run.weighting.weights()}
     chosen = history[best["epoch"] - 1] if history else {"val": {}, "val_loss": None}
     metrics = {"val_loss": chosen["val_loss"], "tasks": chosen["val"], "best_epoch": best["epoch"],
-               "epochs": len(history), "stopped": stopped}
+               "epochs": len(history), "stopped": stopped,
+               "precision": run.precision.describe()}  # what this machine trained in (service/ml/precision.py)
     return TrainResult(spec=spec, state_dict=best["state"], history=history, metrics=metrics,
                        best_epoch=best["epoch"], normalization=run.norm, weighting=best["weights"],
                        pretrained=run.pretrained, warm_start=run.warm_start,

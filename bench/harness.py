@@ -145,20 +145,27 @@ def bench_spec(image_size: int = 64, width: int = 32, depth: int = 4, epochs: in
 
     spec = example_spec(image_size=image_size, epochs=epochs)
     spec["model"].update(width=width, depth=depth, head_hidden=64)
-    spec["training"].update(batch_size=64, val_fraction=0.2)
+    spec["training"].update(batch_size=64, val_fraction=0.2, early_stopping=False)  # timed runs: every epoch
     return spec
 
 
-RUN_JOB = """import logging, sys
+RUN_JOB = """import importlib, logging, sys
 logging.basicConfig(level=logging.INFO, format="%(asctime)s.%(msecs)03d %(name)s %(message)s", datefmt="%H:%M:%S")
 from worker.jobs import run_job
+if sys.argv[2] == "preload":  # what worker/app.py does in a Celery child before it takes a job
+    from worker.app import ENGINE_MODULES
+    for name in ENGINE_MODULES:
+        importlib.import_module(name)
 print(run_job(sys.argv[1]))"""
 
 
-def run_job(env: dict[str, str], job_id: str, timeout: float = 1800, *, with_log: bool = False):
-    """The worker's job runner in a fresh process (what a Celery child does), without a broker.
+def run_job(env: dict[str, str], job_id: str, timeout: float = 1800, *, with_log: bool = False,
+            preload: bool = False):
+    """The worker's job runner in a fresh process, without a broker. preload: import the engine first, as a
+    Celery child does before it takes a job (worker/app.py); otherwise torch is imported after the claim.
     -> the outcome ("succeeded", ...), or (outcome, the job's log lines) with with_log."""
-    out = subprocess.run([sys.executable, "-c", RUN_JOB, job_id], env=env, cwd=REPO, capture_output=True,
+    mode = "preload" if preload else "cold"
+    out = subprocess.run([sys.executable, "-c", RUN_JOB, job_id, mode], env=env, cwd=REPO, capture_output=True,
                          text=True, timeout=timeout)
     if out.returncode != 0:
         raise RuntimeError(f"run_job failed ({out.returncode}):\n{out.stderr[-4000:]}")

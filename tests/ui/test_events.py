@@ -78,25 +78,42 @@ def test_last_event_id_resumes_after_that_epoch(app, client) -> None:
 
 
 def test_live_job_streams_new_epochs_and_ends_when_terminal(app, client) -> None:
+    """The job advances only after the stream has shown its previous state (no race with the poll interval
+    on a busy machine): queued -> running with epoch 1 -> epochs 2 and 3 in one write -> succeeded with 4."""
     hist = history(4, tasks=("category", "size"))
     job_id = add_job(app, "queued", [])
     health_latency: list[float] = []
+    seen = {name: threading.Event() for name in ("queued", "epoch1", "epoch3")}
+    failed: list[BaseException] = []
 
     def worker() -> None:
-        time.sleep(0.3)
-        update_job(app, job_id, status="running", history=hist[:1])
-        time.sleep(0.3)
-        t0 = time.monotonic()  # the stream's polling must not block the event loop
-        assert client.get("/health").status_code == 200
-        health_latency.append(time.monotonic() - t0)
-        update_job(app, job_id, history=hist[:3])  # two epochs land in one progress write
-        time.sleep(0.3)
-        update_job(app, job_id, status="succeeded", history=hist)
+        try:
+            assert seen["queued"].wait(30)
+            update_job(app, job_id, status="running", history=hist[:1])
+            assert seen["epoch1"].wait(30)
+            t0 = time.monotonic()  # the stream's polling must not block the event loop
+            assert client.get("/health").status_code == 200
+            health_latency.append(time.monotonic() - t0)
+            update_job(app, job_id, history=hist[:3])  # two epochs land in one progress write
+            assert seen["epoch3"].wait(30)
+            update_job(app, job_id, status="succeeded", history=hist)
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            failed.append(exc)
+            update_job(app, job_id, status="failed", error="test worker failed")
 
     thread = threading.Thread(target=worker)
     thread.start()
-    evs = read_events(client, job_id)
+    evs = []
+    with client.stream("GET", f"/v1/jobs/{job_id}/events", headers=AUTH) as response:
+        assert response.status_code == 200
+        for ev in iter_sse(response.iter_lines()):
+            evs.append(ev)
+            if ev.event == "status" and ev.data["status"] == "queued":
+                seen["queued"].set()
+            elif ev.event == "epoch" and ev.id in ("1", "3"):
+                seen[f"epoch{ev.id}"].set()
     thread.join()
+    assert not failed, failed
     kinds = [(e.event, e.id, e.data.get("status") if e.event == "status" else e.data["epoch"]) for e in evs]
     assert kinds == [
         ("status", None, "queued"), ("status", None, "running"),

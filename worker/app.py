@@ -71,7 +71,9 @@ def _fresh_connections_in_child(**_kwargs) -> None:
     _preload_engine()
 
 
-ENGINE_MODULES = ("service.ml.train", "service.ml.data", "service.ml.artifact", "service.ml.export")
+# what a job imports after training too: the ONNX export and the version's reports (matplotlib, ~0.3 s)
+ENGINE_MODULES = ("service.ml.train", "service.ml.data", "service.ml.artifact", "service.ml.export",
+                  "service.reports.version", "service.reports.plots")
 
 
 def _preload_engine() -> None:

@@ -150,12 +150,11 @@ def check_onnx(data: bytes, predictor: Predictor, images: np.ndarray, tolerance:
     saved, predictor.runtime = predictor.runtime, None
     try:
         reference = predictor.outputs(images)
-        torch_preds = predictor.predict_arrays(images)
         predictor.runtime = runner
         onnx_out = predictor.outputs(images)
-        onnx_preds = predictor.predict_arrays(images)
     finally:
         predictor.runtime = saved
+    torch_preds, onnx_preds = predictor.decode(reference), predictor.decode(onnx_out)
     diffs = {t: float(np.max(np.abs(onnx_out[t] - reference[t]), initial=0.0)) for t in reference}
     problems = [f"head '{t}' differs from torch by up to {d:.3g} (limit {tolerance:g})"
                 for t, d in diffs.items() if not d <= tolerance]  # NaN fails too

@@ -117,10 +117,16 @@ class Predictor:
     def predict_arrays(self, batch: np.ndarray, *, raw: bool = False) -> list[dict]:
         if len(batch) == 0:
             return []
-        out = self.outputs(batch)
+        return self.decode(self.outputs(batch), raw=raw)
+
+    def decode(self, out: dict[str, np.ndarray], *, raw: bool = False) -> list[dict]:
+        """Raw outputs (`outputs`) -> one prediction per image: every head decoded, gates applied."""
+        n = len(next(iter(out.values()))) if out else 0
+        if n == 0:
+            return []
         preds = {t.name: t.head.predictions(t, out[t.name], self.normalization.get(t.name)) for t in self.spec.tasks}
         gates = gating.predicted_gates(self.spec, preds)
-        results: list[dict] = [{} for _ in range(len(batch))]
+        results: list[dict] = [{} for _ in range(n)]
         for t in self.spec.tasks:
             head = t.head
             decoded = head.decode(t, preds[t.name], out[t.name])

@@ -9,9 +9,9 @@
   "bf16"  bf16 autocast whatever the hardware says (the user asked for it).
   "none"  fp32.
 channels_last is used on CUDA (cuDNN runs NHWC convolutions faster) and on CPU (oneDNN too: 1.39x fp32 and 1.11x
-under bf16 for the default net, issue 11's table), with one guard. In session 2, with this torch (2.13), CPU
-training steps of 1 and 3 samples in channels_last / bf16 crashed (glibc "double free or corruption", segfaults)
-in the test suite. Nothing has reproduced it since:
+under bf16 for the default net, issue 11's table), with one guard. In session 2, with this torch (2.13), small
+CPU training steps crashed (glibc "double free or corruption", segfaults; seen with MultiTaskCNN at batch 3 in
+fp32 channels_last, and at batches 1 and 3 under bf16). Nothing has reproduced it since:
   - bench/cl_crash.py (a standalone MultiTaskCNN-shaped net, each case in its own subprocess under glibc's
     MALLOC_CHECK_=3 + MALLOC_PERTURB_, BatchNorm on, oneDNN on, 2 threads, AdamW), the full sweep: batches 1-16
     and 64 x {fp32, bf16} x {channels_last, NCHW}, 200 steps each -> 68 cases, no failure (session 4, idle

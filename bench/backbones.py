@@ -12,6 +12,7 @@ Per architecture, alternating rounds (AB, BA, ...) after an untimed warm-up:
   infer/headwise   Predictor.outputs(uint8 batch) on the trained result (what /predict runs after decoding)
   infer/bare       trunk + heads under inference_mode, channels_last (forward only), bf16 autocast
   infer/bare-fp32  the same in fp32 (what bf16 buys)
+  infer/headwise-bf16 (CPU) Predictor.outputs with bf16=True: what HEADWISE_PREDICT_RUNTIME=torch-bf16 serves
 Samples/s are medians over rounds; ratios are headwise/bare medians. On a shared machine the figures are noisy:
 the JSON records the load average.
 """
@@ -118,6 +119,9 @@ def run_arch(arch: str, args, device: torch.device) -> dict:
         "infer/bare": (len(images), lambda: bare_infer(eval_net, images, device, True)),
         "infer/bare-fp32": (len(images), lambda: bare_infer(eval_net, images, device, False)),
     }
+    if device.type == "cpu":  # the torch-bf16 serving runtime (on CUDA the Predictor is bf16 already)
+        bf16 = Predictor(result.spec, result.state_dict, result.normalization, device="cpu", bf16=True)
+        variants["infer/headwise-bf16"] = (len(images), lambda: bf16.outputs(images))
     bare_train(arch, warm, args.batch, device)
     for _, fn in variants.values():
         if fn is not variants["train/headwise"][1]:
@@ -138,6 +142,9 @@ def run_arch(arch: str, args, device: torch.device) -> dict:
         "ratio_train_headwise_to_bare": round(med["train/headwise"] / med["train/bare"], 3),
         "ratio_infer_headwise_to_bare_bf16": round(med["infer/headwise"] / med["infer/bare"], 3),
         "ratio_infer_bf16_to_fp32": round(med["infer/bare"] / med["infer/bare-fp32"], 3),
+        **({"ratio_infer_headwise_bf16_to_bare_bf16": round(med["infer/headwise-bf16"] / med["infer/bare"], 3),
+            "ratio_infer_headwise_bf16_to_headwise": round(med["infer/headwise-bf16"] / med["infer/headwise"], 3)}
+           if "infer/headwise-bf16" in med else {}),
         "predictor_precision": "bf16" if device.type == "cuda" else "fp32 (TorchScript trace on CPU)",
     }
 
@@ -169,7 +176,10 @@ def main() -> None:
     print(table(["arch", "variant", "median samples/s", "min", "max"], rows))
     for a, r in result["archs"].items():
         print(f"{a}: train headwise/bare {r['ratio_train_headwise_to_bare']}, infer headwise/bare(bf16) "
-              f"{r['ratio_infer_headwise_to_bare_bf16']}, bare bf16/fp32 {r['ratio_infer_bf16_to_fp32']}")
+              f"{r['ratio_infer_headwise_to_bare_bf16']}, bare bf16/fp32 {r['ratio_infer_bf16_to_fp32']}"
+              + (f", torch-bf16 Predictor/bare bf16 {r['ratio_infer_headwise_bf16_to_bare_bf16']} "
+                 f"(x{r['ratio_infer_headwise_bf16_to_headwise']} the fp32 Predictor)"
+                 if "ratio_infer_headwise_bf16_to_bare_bf16" in r else ""))
     print(f"device {device}; {args.size}x{args.size}; load average {result['machine']['load_average_1m']}")
 
 

@@ -70,8 +70,9 @@ class Settings(BaseSettings):
     PREDICT_MAX_WAIT_MS: float = Field(default=2.0, ge=0)
     PREDICT_MAX_QUEUE: int = Field(default=1024, ge=1)
     PREDICT_TRACE: bool = True  # serve a TorchScript trace of the network on CPU (torch runtime)
-    # onnxruntime: CPU versions with a model.onnx run in ONNX Runtime; torch: always torch (service/serving/runtimes.py)
-    PREDICT_RUNTIME: Literal["onnxruntime", "torch"] = "onnxruntime"
+    # onnxruntime: CPU versions with a model.onnx run in ONNX Runtime; torch: always torch; torch-bf16: torch under
+    # bf16 autocast, CPU too (service/serving/runtimes.py)
+    PREDICT_RUNTIME: Literal["onnxruntime", "torch", "torch-bf16"] = "onnxruntime"
     # torch intra-op threads of the inference thread: "auto" = usable CPUs - 1 (at least 1), 0 = torch's default
     TORCH_THREADS: int | Literal["auto"] = "auto"
 

@@ -36,6 +36,7 @@ class Predictor:
         normalization: dict[str, dict],
         device: str = "cpu",
         meta: dict | None = None,
+        bf16: bool | None = None,
     ):
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -47,7 +48,9 @@ class Predictor:
         model.load_state_dict(state_dict)
         model.eval().to(self.device)
         self.cuda = self.device.type == "cuda"
-        if self.cuda:
+        # bf16 autocast (None: on CUDA only; True on CPU: the torch-bf16 serving runtime), channels_last with it
+        self.bf16 = self.cuda if bf16 is None else bool(bf16)
+        if self.cuda or self.bf16:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
         # Optional replacement for the network (e.g. an ONNX Runtime session, service/ml/export.OnnxRunner):
@@ -55,9 +58,10 @@ class Predictor:
         self.runtime = None
 
     @classmethod
-    def load(cls, path: Path | str, device: str = "cpu") -> Predictor:
+    def load(cls, path: Path | str, device: str = "cpu", bf16: bool | None = None) -> Predictor:
         art = load_artifact(Path(path))
-        return cls(art.spec, art.state_dict, art.meta.get("normalization", {}), device=device, meta=art.meta)
+        return cls(art.spec, art.state_dict, art.meta.get("normalization", {}), device=device, meta=art.meta,
+                   bf16=bf16)
 
     @classmethod
     def from_result(cls, result, device: str = "cpu") -> Predictor:
@@ -68,9 +72,9 @@ class Predictor:
         """(issue 5) CPU: replace the network by its TorchScript trace. A forward then runs in C++ without
         re-taking the GIL for every op, so a busy event loop in the same process no longer stalls each op by up
         to the GIL switch interval (and it is faster alone too). Bitwise the same outputs (same kernels, not
-        frozen); MultiTaskCNN has no data-dependent control flow. CUDA keeps the eager module (bf16 autocast).
-        If tracing is unavailable (torch.jit is deprecated) the eager module stays."""
-        if self.cuda:
+        frozen); MultiTaskCNN has no data-dependent control flow. CUDA, and bf16 on CPU, keep the eager module
+        (bf16 autocast). If tracing is unavailable (torch.jit is deprecated) the eager module stays."""
+        if self.cuda or self.bf16:
             return self
         x = torch.rand(2, self.channels, self.size, self.size, device=self.device)
         try:
@@ -108,7 +112,7 @@ class Predictor:
             if self.cuda:
                 x = x.pin_memory().to(self.device, non_blocking=True)
             x = x.permute(0, 3, 1, 2).float().div_(255.0)  # (B, C, H, W), channels_last strides
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cuda):
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
                 out = self.model(x)
             for t, v in out.items():
                 parts[t].append(v.float().cpu().numpy().astype(np.float64))

@@ -6,6 +6,12 @@ HEADWISE_PREDICT_RUNTIME (Settings.PREDICT_RUNTIME):
                          in ONNX Runtime. Measured on the 2-core CPU: batch 1 in 0.75 ms vs 2.2 ms for the
                          TorchScript trace, batch 64 1.5x the images/s (bench/infer_raw.py, bench/predict.py).
   torch                  the torch network (a TorchScript trace on CPU when PREDICT_TRACE; eager bf16 on CUDA).
+  torch-bf16             the torch network under bf16 autocast, channels_last (eager), on CPU too. For large
+                         backbones on a CPU with native bf16 (AMX): resnet18 at 224x224 ran 2.4x the fp32 images/s
+                         on the 2-core AMX machine (bench/backbones.py). Outputs differ from the validated fp32 ones
+                         by bf16 rounding (max abs diff ~1e-2 on probabilities), so a decision or gate right at its
+                         threshold can differ from fp32; opt in where that is acceptable. For the small default
+                         network ONNX Runtime (fp32) is faster at batch 1.
 Versions without model.onnx (artifacts from before the export existed) and CUDA devices always use torch.
 The runtime only replaces the network call (`Predictor.runtime`): preprocessing, decoding and gating stay the
 Predictor's, and batching, ordering and error isolation stay the micro-batcher's.
@@ -24,7 +30,7 @@ from typing import Any
 
 log = logging.getLogger("headwise.serving")
 
-RUNTIMES = ("onnxruntime", "torch")
+RUNTIMES = ("onnxruntime", "torch", "torch-bf16")
 
 
 def load_predictor(path: str | Path, *, device: str = "cpu", runtime: str = "onnxruntime", threads: int = 1) -> Any:
@@ -36,8 +42,9 @@ def load_predictor(path: str | Path, *, device: str = "cpu", runtime: str = "onn
 
     if runtime not in RUNTIMES:
         raise ValueError(f"PREDICT_RUNTIME: {runtime!r} is not one of {', '.join(RUNTIMES)}")
-    predictor = Predictor.load(path, device=device)
-    predictor.runtime_name = "torch"
+    bf16 = True if runtime == "torch-bf16" else None  # None: bf16 on CUDA only
+    predictor = Predictor.load(path, device=device, bf16=bf16)
+    predictor.runtime_name = runtime if runtime == "torch-bf16" else "torch"
     if runtime == "onnxruntime" and predictor.device.type == "cpu":
         data = read_optional_file(Path(path), ONNX_FILE)  # None: an older artifact, served by torch
         if data is not None:

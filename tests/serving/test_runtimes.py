@@ -77,6 +77,7 @@ def test_runtime_choice(artifacts) -> None:
     assert load_predictor(artifacts["with"], runtime="onnxruntime").runtime_name == "onnxruntime"
     assert load_predictor(artifacts["with"], runtime="torch").runtime_name == "torch"
     assert load_predictor(artifacts["without"], runtime="onnxruntime").runtime_name == "torch"
+    assert load_predictor(artifacts["with"], runtime="torch-bf16").runtime_name == "torch-bf16"
     with pytest.raises(ValueError, match="PREDICT_RUNTIME: 'tvm'"):
         load_predictor(artifacts["with"], runtime="tvm")
 
@@ -91,6 +92,28 @@ def test_onnx_runtime_serves_the_same_predictions_and_gating_as_torch(artifacts)
     assert 0 < sum(gated) < len(gated)  # both sides of the gate are exercised
     assert [r["size"]["reason"] for r in want if r["size"]["gated"]][0] in ("category predicted 'none'",
                                                                             "is_big predicted false")
+
+
+def test_bf16_runtime_runs_bf16_on_cpu_close_to_fp32(artifacts) -> None:
+    """HEADWISE_PREDICT_RUNTIME=torch-bf16: the eager network in channels_last under bf16 autocast, on CPU too (no
+    trace, no ONNX); raw outputs within bf16 rounding of fp32, and really not fp32 (they differ)."""
+    cache = PredictorCache(1, lambda p: load_predictor(p, runtime="torch-bf16"),
+                           batching=BatcherConfig(max_batch=8, trace=True))
+    bf16 = cache.entry("v-bf16", str(artifacts["with"])).predictor
+    assert bf16.bf16 and bf16.runtime is None and not isinstance(bf16.model, torch.jit.ScriptModule)
+    assert next(bf16.model.parameters()).dtype == torch.float32  # weights stay fp32; autocast computes in bf16
+    conv = next(m for m in bf16.model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    fp32 = load_predictor(artifacts["with"], runtime="torch")
+    assert not fp32.bf16
+    batch = images(40, seed=3)
+    got, want = bf16.outputs(batch), fp32.outputs(batch)
+    diffs = {t: float(np.abs(got[t] - want[t]).max()) for t in want}
+    assert max(diffs.values()) > 0, "bf16 autocast did not run"
+    for t, d in diffs.items():
+        assert d <= 0.05 * max(1.0, float(np.abs(want[t]).max())), (t, diffs)
+    preds = bf16.predict_arrays(batch, raw=True)
+    assert len(preds) == 40 and {"category", "size"} <= set(preds[0])
 
 
 def test_through_the_cache_and_micro_batcher_order_and_isolation(artifacts) -> None:

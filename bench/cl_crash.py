@@ -79,9 +79,11 @@ def child(batch: int, mode: str, layout: str, bn: bool, mkldnn: bool, iters: int
                 sys.exit(3)
 
 
-def run_case(case: dict, args) -> dict:
+def run_case(case: dict, args, script: str = __file__) -> dict:
+    """`script --child CASE` in its own process under glibc's heap checks -> the case with rc, ok, seconds and
+    the last stderr line (also used by bench/cl_crash_trainer.py)."""
     env = dict(os.environ, MALLOC_CHECK_="3", MALLOC_PERTURB_="165")
-    cmd = [sys.executable, __file__, "--child", json.dumps(case)]
+    cmd = [sys.executable, script, "--child", json.dumps(case)]
     t0 = time.perf_counter()
     try:
         p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=args.timeout)
@@ -92,6 +94,16 @@ def run_case(case: dict, args) -> dict:
             "stderr": err[0][:160] if err else ""}
 
 
+def parse_sweep_args(ap: argparse.ArgumentParser, threads: int) -> argparse.Namespace:
+    """The options every crash sweep has (--repeat, --threads, --timeout, --out, the hidden --child), parsed."""
+    ap.add_argument("--repeat", type=int, default=1, help="subprocesses per case")
+    ap.add_argument("--threads", type=int, default=threads)
+    ap.add_argument("--timeout", type=float, default=600)
+    ap.add_argument("--out")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    return ap.parse_args()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batches", default="1-16,64")
@@ -100,15 +112,10 @@ def main() -> None:
     ap.add_argument("--bn", default="on", help="on, off or on,off")
     ap.add_argument("--mkldnn", default="on", help="on, off or on,off")
     ap.add_argument("--iters", type=int, default=200)
-    ap.add_argument("--repeat", type=int, default=1, help="subprocesses per case")
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--width", type=int, default=32)
     ap.add_argument("--depth", type=int, default=4)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--timeout", type=float, default=600)
-    ap.add_argument("--out")
-    ap.add_argument("--child", help=argparse.SUPPRESS)
-    args = ap.parse_args()
+    args = parse_sweep_args(ap, threads=1)
     if args.child:
         child(**json.loads(args.child))
         return
@@ -124,13 +131,19 @@ def main() -> None:
             results.append(r)
             print(f"batch={batch:3d} {mode} {layout:4s} bn={bn:d} mkldnn={mk:d} -> "
                   f"{'ok' if r['ok'] else 'FAIL rc=' + str(r['rc'])} ({r['seconds']} s) {r['stderr']}", flush=True)
+    summarize(results, args.out)
+
+
+def summarize(results: list[dict], out: str | None) -> None:
+    """Print the one-line JSON summary; write the whole result to `out` when given."""
     import torch
+
     summary = {"torch": torch.__version__, "capability": torch.backends.cpu.get_cpu_capability(),
                "failures": [r for r in results if not r["ok"]], "cases": len(results), "results": results}
     print(json.dumps({k: summary[k] for k in ("torch", "capability", "cases")} |
                      {"failed": len(summary["failures"])}))
-    if args.out:
-        with open(args.out, "w") as f:
+    if out:
+        with open(out, "w") as f:
             json.dump(summary, f, indent=1)
 
 

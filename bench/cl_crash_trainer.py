@@ -14,16 +14,13 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cl_crash import parse_batches  # noqa: E402
+from cl_crash import parse_batches, parse_sweep_args, run_case, summarize  # noqa: E402
 
 
 def child(batch: int, mode: str, epochs: int, steps: int, threads: int) -> None:
@@ -53,37 +50,19 @@ def main() -> None:
     ap.add_argument("--modes", default="none,bf16")
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--steps", type=int, default=16, help="full steps per epoch (plus one 3-sample step)")
-    ap.add_argument("--repeat", type=int, default=1)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--timeout", type=float, default=600)
-    ap.add_argument("--out")
-    ap.add_argument("--child", help=argparse.SUPPRESS)
-    args = ap.parse_args()
+    args = parse_sweep_args(ap, threads=2)
     if args.child:
         child(**json.loads(args.child))
         return
-    env = dict(os.environ, MALLOC_CHECK_="3", MALLOC_PERTURB_="165")
     results = []
     for batch, mode in itertools.product(parse_batches(args.batches), args.modes.split(",")):
         for _ in range(args.repeat):
             case = {"batch": batch, "mode": mode, "epochs": args.epochs, "steps": args.steps, "threads": args.threads}
-            t0 = time.perf_counter()
-            try:
-                p = subprocess.run([sys.executable, __file__, "--child", json.dumps(case)], env=env,
-                                   capture_output=True, text=True, timeout=args.timeout)
-                rc, err = p.returncode, (p.stderr.strip().splitlines() or [""])[-1][:160]
-            except subprocess.TimeoutExpired:
-                rc, err = "timeout", ""
-            r = {**case, "rc": rc, "ok": rc == 0, "seconds": round(time.perf_counter() - t0, 2), "stderr": err}
+            r = run_case(case, args, __file__)
             results.append(r)
-            print(f"batch={batch:3d} {mode:4s} -> {'ok' if r['ok'] else 'FAIL rc=' + str(rc)} ({r['seconds']} s)"
-                  f" {err if not r['ok'] else ''}", flush=True)
-    import torch
-    summary = {"torch": torch.__version__, "capability": torch.backends.cpu.get_cpu_capability(),
-               "cases": len(results), "failures": [r for r in results if not r["ok"]], "results": results}
-    print(json.dumps({k: summary[k] for k in ("torch", "capability", "cases")} | {"failed": len(summary["failures"])}))
-    if args.out:
-        Path(args.out).write_text(json.dumps(summary, indent=1))
+            print(f"batch={batch:3d} {mode:4s} -> {'ok' if r['ok'] else 'FAIL rc=' + str(r['rc'])} ({r['seconds']} s)"
+                  f" {r['stderr'] if not r['ok'] else ''}", flush=True)
+    summarize(results, args.out)
 
 
 if __name__ == "__main__":

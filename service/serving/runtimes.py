@@ -7,8 +7,8 @@ HEADWISE_PREDICT_RUNTIME (Settings.PREDICT_RUNTIME):
                          TorchScript trace, batch 64 1.5x the images/s (bench/infer_raw.py, bench/predict.py).
   torch                  the torch network (a TorchScript trace on CPU when PREDICT_TRACE; eager bf16 on CUDA).
   torch-bf16             the torch network under bf16 autocast, channels_last (eager), on CPU too. For large
-                         backbones on a CPU with native bf16 (AMX): resnet18 at 224x224 ran 2.4x the fp32 images/s
-                         on the 2-core AMX machine (bench/backbones.py). Outputs differ from the validated fp32 ones
+                         backbones on a CPU with native bf16 (AMX): resnet18 at 224x224 ran 2.76x the fp32
+                         Predictor's images/s on the 2-core AMX machine (bench/backbones.py). Outputs differ from the validated fp32 ones
                          by bf16 rounding (max abs diff ~1e-2 on probabilities), so a decision or gate right at its
                          threshold can differ from fp32; opt in where that is acceptable. For the small default
                          network ONNX Runtime (fp32) is faster at batch 1.

@@ -75,8 +75,10 @@ def test_comparisons_through_a_real_worker(tmp_path, monkeypatch):
             example = submit(api, shapes, spec, {"single_task": True, "weighting": ["uncertainty"],
                                                  "register": "best"}, "shapes-cmp")
             digit_job = submit(api, digits, digits_spec(), {"single_task": True, "seeds": 2}, "digits-cmp")
-            long_spec = tiny_spec(epochs=8)
-            long_spec["training"]["early_stopping"] = False  # long enough to be cancelled while running
+            # long enough to be cancelled while its second sub-run trains: ~3 s per sub-run here (100 epochs of
+            # ~30 ms), against a cancel that lands within ~1 s (8 epochs finished before the cancel in CI)
+            long_spec = tiny_spec(epochs=100)
+            long_spec["training"]["early_stopping"] = False
             cancelled = submit(api, shapes, long_spec, {"weighting": ["uncertainty", "dwa"]}, "cancel-cmp")
 
             job = wait_for(example, lambda j: j.status in TERMINAL, 240, worker)

@@ -16,7 +16,8 @@ fp32 channels_last, and at batches 1 and 3 under bf16). Nothing has reproduced i
     MALLOC_CHECK_=3 + MALLOC_PERTURB_, BatchNorm on, oneDNN on, 2 threads, AdamW), the full sweep: batches 1-16
     and 64 x {fp32, bf16} x {channels_last, NCHW}, 200 steps each -> 68 cases, no failure (session 4, idle
     machine; bench/results/cl_crash.json);
-  - bench/cl_crash_trainer.py (the real trainer, channels_last, bf16 allowed at any batch size) -> no failure
+  - bench/cl_crash_trainer.py (the real trainer with this guard off: channels_last and bf16 at every batch size,
+    each epoch ending with a 3-sample step): batches 1-16 x {fp32, bf16}, twice -> 64 cases, no failure
     (bench/results/cl_crash_trainer.json).
 The guard keeps every CPU training step at MIN_CPU_BATCH samples or more per process anyway: a smaller last batch
 of an epoch joins the one before (`min_last_batch`), a run whose steps would still be smaller (a tiny training set

@@ -3,15 +3,15 @@
 HEADWISE_PREDICT_RUNTIME (Settings.PREDICT_RUNTIME):
   onnxruntime (default)  on a CPU predict device, a version whose artifact has a model.onnx (exported and checked
                          against torch by the worker at registration; its sha256 is verified when loaded) runs it
-                         in ONNX Runtime. Measured on the 2-core CPU: batch 1 in 0.75 ms vs 2.2 ms for the
-                         TorchScript trace, batch 64 1.5x the images/s (bench/infer_raw.py, bench/predict.py).
+                         in ONNX Runtime. Measured on the 2-core AMX CPU: batch 1 in 0.95 ms vs 2.05 ms for the
+                         TorchScript trace, batch 64 1.6x the images/s (bench/predict.py, 2026-11-30).
   torch                  the torch network (a TorchScript trace on CPU when PREDICT_TRACE; eager bf16 on CUDA).
   torch-bf16             the torch network under bf16 autocast, channels_last (eager), on CPU too. For large
                          backbones on a CPU with native bf16 (AMX): resnet18 at 224x224 ran 2.76x the fp32
-                         Predictor's images/s on the 2-core AMX machine (bench/backbones.py). Outputs differ from the validated fp32 ones
-                         by bf16 rounding (max abs diff ~1e-2 on probabilities), so a decision or gate right at its
-                         threshold can differ from fp32; opt in where that is acceptable. For the small default
-                         network ONNX Runtime (fp32) is faster at batch 1.
+                         Predictor's images/s on the 2-core AMX machine (bench/backbones.py). Outputs differ from
+                         the validated fp32 ones by bf16 rounding (max abs diff ~1e-2 on probabilities), so a
+                         decision or gate right at its threshold can differ from fp32; opt in where that is
+                         acceptable. For the small default network ONNX Runtime (fp32) is faster at batch 1.
 Versions without model.onnx (artifacts from before the export existed) and CUDA devices always use torch.
 The runtime only replaces the network call (`Predictor.runtime`): preprocessing, decoding and gating stay the
 Predictor's, and batching, ordering and error isolation stay the micro-batcher's.

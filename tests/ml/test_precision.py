@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from service.ml.precision import MIN_CPU_BATCH, choose_precision, cpu_flags, cpu_has_native_bf16, min_last_batch
+from service.ml.precision import (
+    MIN_CPU_BATCH,
+    choose_precision,
+    cpu_flags,
+    cpu_has_native_bf16,
+    min_last_batch,
+)
 
 SAPPHIRE_RAPIDS = "processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512bw avx512_bf16 amx_bf16 amx_tile\n"
 COOPER_LAKE = "processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_bf16\n"

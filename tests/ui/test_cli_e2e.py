@@ -153,7 +153,9 @@ def test_sse_is_live_resumable_and_ends_on_cancel(live, shapes) -> None:
     """A long job: the stream delivers epochs while it runs, resumes after Last-Event-ID without repeats,
     and ends with a final 'cancelled' status event after a cancel."""
     with live.client() as c:
-        job = c.create_job(shapes["dataset"].id, "sse-long", tiny_spec(epochs=300))
+        spec = tiny_spec(epochs=300)
+        spec["training"]["early_stopping"] = False  # runs until cancelled (early stopping ended it at ~epoch 8)
+        job = c.create_job(shapes["dataset"].id, "sse-long", spec)
         seen: list[str] = []
         for ev in c.job_events(job.id, timeout=120):
             seen.append(ev.event)

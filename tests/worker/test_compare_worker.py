@@ -77,8 +77,7 @@ def test_comparisons_through_a_real_worker(tmp_path, monkeypatch):
             digit_job = submit(api, digits, digits_spec(), {"single_task": True, "seeds": 2}, "digits-cmp")
             # long enough to be cancelled while its second sub-run trains: ~3 s per sub-run here (100 epochs of
             # ~30 ms), against a cancel that lands within ~1 s (8 epochs finished before the cancel in CI)
-            long_spec = tiny_spec(epochs=100)
-            long_spec["training"]["early_stopping"] = False
+            long_spec = tiny_spec(epochs=100)  # (tiny_spec turns early stopping off)
             cancelled = submit(api, shapes, long_spec, {"weighting": ["uncertainty", "dwa"]}, "cancel-cmp")
 
             job = wait_for(example, lambda j: j.status in TERMINAL, 240, worker)

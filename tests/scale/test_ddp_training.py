@@ -175,7 +175,7 @@ def test_a_killed_worker_process_leaves_no_rank(dataset, tmp_path) -> None:
     from tests.scale.test_ddp_worker import is_rank
 
     spec = _spec(2)
-    spec["training"]["epochs"] = 1000  # minutes of training: only the kill can end it within the test
+    spec["training"].update(epochs=1000, early_stopping=False)  # minutes of training: only the kill can end it
     request = {"spec": spec, "data": str(dataset), "cache_dir": str(tmp_path / "cache"), "device": "cpu",
                "checkpoint_dir": str(tmp_path / "checkpoints"), "weights_dir": None}
     repo = Path(__file__).resolve().parents[2]

@@ -29,11 +29,10 @@ from service.storage import Storage, storage_for
 from service.storage.local import is_disk_full
 from worker import limits
 from worker.checkpoints import CheckpointSync, forget
-from worker.compare import is_comparison, run_comparison, write_plot
-from worker.extras import export_onnx, write_reports
+from worker.compare import is_comparison, run_comparison
 from worker.monitor import CANCELLED, LEASE_LOST, TIMEOUT, JobMonitor
 from worker.ranks import RanksFailed, processes_for, save_init, train_ranks
-from worker.register import register_version
+from worker.register import store_and_register
 
 log = logging.getLogger("headwise.worker")
 
@@ -166,7 +165,6 @@ def _train_and_register(job: Job, dataset: Dataset | None, settings: Settings, s
                         monitor: JobMonitor) -> str:
     if dataset is None:
         raise _JobError("the job's dataset no longer exists (it was deleted)")
-    from service.ml.artifact import save_artifact
     from service.ml.data import load_training_data
     from service.ml.spec import parse_spec
     from service.ml.train import TrainingCancelled, checkpoint_history, train
@@ -229,36 +227,7 @@ def _train_and_register(job: Job, dataset: Dataset | None, settings: Settings, s
         raise _JobError(failure)
     log.info("job %s trained %d epochs in %.1f s", job.id, len(result.history), time.monotonic() - started)
 
-    tmp = storage.new_tmp_path(f"-artifact-{job.id}")
-    try:
-        extra_files, extra_meta = export_onnx(result, data, settings)
-        try:
-            checksums = save_artifact(result, tmp, extra_files=extra_files, extra_meta=extra_meta)
-            write_reports(job, result, data, tmp)
-            if is_comparison(job):
-                write_plot(job, tmp)
-        except OSError as exc:
-            if not is_disk_full(exc):
-                raise
-            storage.remove(tmp)
-            raise _JobError(f"the disk is full: the model artifact could not be written ({exc}); "
-                            "nothing was registered") from None
-        monitor.close(flush=True)  # no more heartbeats: the next write is the final transaction
-        if monitor.stop_reason == LEASE_LOST:
-            return LEASE_LOST
-        last_epoch = result.history[-1].get("epoch", len(result.history)) if result.history else 0
-        if is_comparison(job):  # the progress bar spans every sub-run
-            last_epoch = monitor.epochs
-        registered = register_version(job, result, checksums, tmp, storage,
-                               {"epoch": last_epoch, "epochs": monitor.epochs, "fraction": 1.0})
-    finally:
-        storage.remove(tmp)
-    if registered is None:
-        log.error("job %s: attempt %d lost its lease before registering; artifact discarded",
-                  job.id, job.attempts)
-        return LEASE_LOST
-    log.info("job %s succeeded: model %s version %d", job.id, job.model_name, registered)
-    return "succeeded"
+    return store_and_register(job, result, data, settings, storage, monitor)
 
 
 def _warm_start(job: Job, storage: Storage) -> tuple | None:

@@ -1,6 +1,7 @@
-"""Registering a trained job: ONE transaction marks the job succeeded and adds the next model version, with the
-artifact directory renamed into place (and stored in object storage) while the version number is locked, and taken
-out again when the transaction surely did not commit. Conflicts are retried; an ambiguous COMMIT is checked."""
+"""After training: the artifact (weights, the checked model.onnx, the version's reports) written to a temporary
+directory, then ONE transaction marks the job succeeded and adds the next model version, with the artifact
+directory renamed into place (and stored in object storage) while the version number is locked, and taken out
+again when the transaction surely did not commit. Conflicts are retried; an ambiguous COMMIT is checked."""
 
 from __future__ import annotations
 
@@ -12,15 +13,59 @@ from typing import Any
 
 from sqlalchemy.exc import IntegrityError, OperationalError
 
+from service.config import Settings
 from service.db import registry as registry_repo
 from service.db.base import get_sessionmaker, session_scope
 from service.db.tables import Job
 from service.storage import Storage
-from worker.monitor import jsonable
+from service.storage.local import is_disk_full
+from worker.compare import is_comparison, write_plot
+from worker.extras import export_onnx, write_reports
+from worker.monitor import LEASE_LOST, JobMonitor, jsonable
 
 log = logging.getLogger("headwise.worker")
 
 REGISTER_TRIES = 5
+
+
+def store_and_register(job: Job, result: Any, data: Any, settings: Settings, storage: Storage,
+                       monitor: JobMonitor) -> str:
+    """Write the artifact of a trained job and register it -> "succeeded", or LEASE_LOST when another attempt
+    owns the job now. A full disk fails the job (nothing registered, the temporary directory removed)."""
+    from service.ml.artifact import save_artifact
+
+    tmp = storage.new_tmp_path(f"-artifact-{job.id}")
+    try:
+        extra_files, extra_meta = export_onnx(result, data, settings)
+        try:
+            checksums = save_artifact(result, tmp, extra_files=extra_files, extra_meta=extra_meta)
+            write_reports(job, result, data, tmp)
+            if is_comparison(job):
+                write_plot(job, tmp)
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            storage.remove(tmp)
+            from worker.jobs import _JobError  # (worker.jobs imports this module)
+
+            raise _JobError(f"the disk is full: the model artifact could not be written ({exc}); "
+                            "nothing was registered") from None
+        monitor.close(flush=True)  # no more heartbeats: the next write is the final transaction
+        if monitor.stop_reason == LEASE_LOST:
+            return LEASE_LOST
+        last_epoch = result.history[-1].get("epoch", len(result.history)) if result.history else 0
+        if is_comparison(job):  # the progress bar spans every sub-run
+            last_epoch = monitor.epochs
+        registered = register_version(job, result, checksums, tmp, storage,
+                                      {"epoch": last_epoch, "epochs": monitor.epochs, "fraction": 1.0})
+    finally:
+        storage.remove(tmp)
+    if registered is None:
+        log.error("job %s: attempt %d lost its lease before registering; artifact discarded",
+                  job.id, job.attempts)
+        return LEASE_LOST
+    log.info("job %s succeeded: model %s version %d", job.id, job.model_name, registered)
+    return "succeeded"
 
 
 def register_version(job: Job, result: Any, checksums: dict[str, str], tmp: Path, storage: Storage,

@@ -76,6 +76,13 @@ class EarlyStopping(_Model):
     patience: int = Field(PATIENCE, ge=1)
 
 
+def whole_or_auto(v: Any, most: int) -> Any:
+    """A spec field that takes "auto" or a whole number from 1 to `most` (not a bool)."""
+    if v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= most):
+        return v
+    raise ValueError(f'must be "auto" or a whole number from 1 to {most}')
+
+
 class Augmentation(_Model):
     hflip: bool = False
     crop: int = Field(0, ge=0, le=64)  # max random shift in pixels
@@ -122,9 +129,7 @@ class TrainingConfig(_Model):
     @field_validator("devices", mode="before")
     @classmethod
     def _devices(cls, v: Any) -> Any:
-        if v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_DEVICES):
-            return v
-        raise ValueError(f"must be an integer from 1 to {MAX_DEVICES} or \"auto\"")
+        return whole_or_auto(v, MAX_DEVICES)
     mixed_precision: Literal["auto", "bf16", "none"] = "auto"
     compile: bool = False
     freeze_backbone_epochs: int = Field(0, ge=0, le=10000)  # the first N epochs train the heads only
@@ -135,9 +140,7 @@ class TrainingConfig(_Model):
     @field_validator("epochs", mode="before")
     @classmethod
     def _epochs(cls, v: Any) -> Any:
-        if v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_EPOCHS):
-            return v
-        raise ValueError(f'must be "auto" or a whole number from 1 to {MAX_EPOCHS}')
+        return whole_or_auto(v, MAX_EPOCHS)
 
     @field_validator("early_stopping", mode="before")
     @classmethod

@@ -48,6 +48,17 @@ def ids(results: list[dict]) -> list[int]:
     return [r["id"] for r in results]
 
 
+async def started(b: MicroBatcher, net: Net, batch: np.ndarray) -> asyncio.Future:
+    """Submit `batch` and return once the network is running it (not after a guessed sleep: CI machines stall)."""
+    before = len(net.sizes)
+    future = asyncio.ensure_future(b.submit(batch))
+    deadline = time.perf_counter() + 10
+    while len(net.sizes) == before:
+        assert time.perf_counter() < deadline, "the batch never started"
+        await asyncio.sleep(0.001)
+    return future
+
+
 def test_results_in_input_order_per_request(executor):
     net = Net(0.02)
     b = MicroBatcher(net, max_batch=64, max_wait_ms=2, worker=executor)
@@ -67,8 +78,7 @@ def test_concurrent_requests_coalesce(executor):
 
     async def main():
         together = await asyncio.gather(*(b.submit(images(i)) for i in range(40)))
-        first = asyncio.ensure_future(b.submit(images(0)))
-        await asyncio.sleep(0.01)  # request 0 is running alone; 39 more arrive meanwhile, one by one
+        first = await started(b, net, images(0))  # request 0 is running alone; 39 more arrive meanwhile, one by one
         rest = []
         for i in range(1, 40):
             rest.append(asyncio.ensure_future(b.submit(images(i))))
@@ -130,8 +140,7 @@ def test_request_arriving_while_busy_waits_at_most_max_wait(executor):
     b = MicroBatcher(net, max_batch=64, max_wait_ms=100, worker=executor)
 
     async def main():
-        first = asyncio.ensure_future(b.submit(images(1)))
-        await asyncio.sleep(0.01)  # request 1 (lone) is running
+        first = await started(b, net, images(1))  # request 1 (lone) is running
         t = time.perf_counter()
         second = asyncio.ensure_future(b.submit(images(2)))  # arrives while busy
         await asyncio.sleep(0.03)
@@ -149,8 +158,7 @@ def test_full_batch_goes_without_waiting(executor):
     b = MicroBatcher(net, max_batch=4, max_wait_ms=5000, worker=executor)
 
     async def main():
-        first = asyncio.ensure_future(b.submit(images(0)))
-        await asyncio.sleep(0.01)  # request 0 is running: the next four queue behind it
+        first = await started(b, net, images(0))  # request 0 is running: the next four queue behind it
         t = time.perf_counter()
         await asyncio.gather(first, *(b.submit(images(i)) for i in range(1, 5)))
         return time.perf_counter() - t
@@ -164,8 +172,7 @@ def test_overload_raises_with_retry_after(executor):
     b = MicroBatcher(net, max_batch=4, max_wait_ms=1, max_queue=6, worker=executor)
 
     async def main():
-        running = asyncio.ensure_future(b.submit(images(0)))
-        await asyncio.sleep(0.01)  # request 0 is running; the queue is empty
+        running = await started(b, net, images(0))  # request 0 is running; the queue is empty
         queued = [asyncio.ensure_future(b.submit(images(1, 2, 3))), asyncio.ensure_future(b.submit(images(4, 5, 6)))]
         await asyncio.sleep(0)
         with pytest.raises(Overloaded) as info:
@@ -205,8 +212,7 @@ def test_cancelled_request_is_skipped(executor):
     b = MicroBatcher(net, max_batch=64, max_wait_ms=1, worker=executor)
 
     async def main():
-        first = asyncio.ensure_future(b.submit(images(0)))
-        await asyncio.sleep(0.01)
+        first = await started(b, net, images(0))
         gone = asyncio.ensure_future(b.submit(images(1)))
         kept = asyncio.ensure_future(b.submit(images(2)))
         await asyncio.sleep(0)
@@ -243,13 +249,12 @@ def test_network_runs_in_one_thread_never_concurrently():
 
 
 def test_metrics_hook_sees_batches(executor):
-    seen = []
-    b = MicroBatcher(Net(0.02), max_batch=64, worker=executor,
+    seen, net = [], Net(0.02)
+    b = MicroBatcher(net, max_batch=64, worker=executor,
                      on_batch=lambda n, reqs, waits, secs: seen.append((n, reqs, len(waits), secs >= 0)))
 
     async def main():
-        first = asyncio.ensure_future(b.submit(images(0, 0)))
-        await asyncio.sleep(0.005)
+        first = await started(b, net, images(0, 0))
         await asyncio.gather(first, *(b.submit(images(i, i)) for i in range(1, 5)))
 
     asyncio.run(main())
@@ -289,8 +294,7 @@ def test_retired_batcher_finishes_its_queue_and_still_serves_late_requests(execu
     b = MicroBatcher(net, max_batch=64, worker=executor)
 
     async def main():
-        first = asyncio.ensure_future(b.submit(images(1)))
-        await asyncio.sleep(0.005)
+        first = await started(b, net, images(1))
         queued = asyncio.ensure_future(b.submit(images(2)))
         await asyncio.sleep(0)
         b.retire()
@@ -318,8 +322,7 @@ def test_lazy_requests_prepare_in_the_inference_thread_and_fail_alone(executor):
     async def main():
         assert b.idle
         lone = await b.submit_lazy(prepare(1, 2), 2)
-        first = asyncio.ensure_future(b.submit(images(3)))
-        await asyncio.sleep(0.005)  # 3 is running; the next three join one batch
+        first = await started(b, net, images(3))  # 3 is running; the next three join one batch
         rest = await asyncio.gather(b.submit_lazy(prepare(4), 1), b.submit_lazy(prepare(99), 1), b.submit(images(5)),
                                     return_exceptions=True)
         return lone, await first, rest

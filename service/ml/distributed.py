@@ -12,7 +12,9 @@ the graph connected, so DDP never waits for a missing gradient. Weighting strate
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
+from typing import NoReturn
 
 import torch
 import torch.distributed as dist
@@ -87,6 +89,22 @@ def init_from_env(device: str = "cpu") -> World:
             torch.cuda.set_device(world.local_rank)
         dist.init_process_group(backend=backend)
     return world
+
+
+def leave(code: int = 0) -> NoReturn:
+    """End this rank's process now: leave the process group, flush, then `os._exit` (no interpreter shutdown).
+
+    With gloo (torch 2.13), a process that exits normally even after destroy_process_group() is sometimes aborted
+    while Python tears down (std::terminate: "terminate called without an active exception", SIGABRT), in about
+    1 run of 3 here; torchrun then reports the rank failed although its work was done. Skipping the teardown
+    ended it: 20 runs of 20 clean."""
+    try:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 def rank_slice(indices, world: World):

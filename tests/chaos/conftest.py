@@ -104,8 +104,10 @@ class Stack(LogBook):
             body = expect(self.client.post("/v1/datasets", files={"file": (path.name, fh)}), 201)
         return body["id"]
 
-    def create_job(self, dataset_id: str, epochs: int, model: str) -> str:
-        body = {"dataset_id": dataset_id, "model_name": model, "spec": chaos_spec(epochs)}
+    def create_job(self, dataset_id: str, epochs: int, model: str, **training: Any) -> str:
+        spec = chaos_spec(epochs)
+        spec["training"].update(training)
+        body = {"dataset_id": dataset_id, "model_name": model, "spec": spec}
         return expect(self.client.post("/v1/jobs", json=body), 202)["id"]
 
     def job(self, job_id: str) -> dict[str, Any]:

@@ -25,11 +25,10 @@ pytestmark = pytest.mark.slow
 SCRIPT = textwrap.dedent('''
     import json, sys
     import torch
-    import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel as DDP
     sys.path.insert(0, sys.argv[2])
     from tests.scale.test_distributed import make_problem, step_losses
-    from service.ml.distributed import init_from_env, rank_slice
+    from service.ml.distributed import init_from_env, leave, rank_slice
 
     world = init_from_env("cpu")
     model, x, y, mask = make_problem()
@@ -44,8 +43,9 @@ SCRIPT = textwrap.dedent('''
     if world.is_main:
         out = {k: v.tolist() for k, v in model.state_dict().items()}
         out["means"] = means.tolist()
-        json.dump(out, open(sys.argv[1], "w"))
-    dist.destroy_process_group()
+        with open(sys.argv[1], "w") as f:
+            json.dump(out, f)
+    leave(0)
 ''')
 
 

@@ -21,13 +21,13 @@ import os
 import signal
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 
 from service.ml.data import load_training_data
-from service.ml.distributed import init_from_env, world_from_env
+from service.ml.distributed import init_from_env, leave, world_from_env
 from service.ml.spec import parse_spec
 from service.ml.train.state import TrainResult, atomic_save
 from service.ml.train.trainer import train
@@ -100,20 +100,21 @@ def main(request_path: str) -> int:
     local = world_from_env()
     device = f"cuda:{local.local_rank}" if req["device"] == "cuda" else "cpu"
     world = init_from_env(device)
-    try:
-        spec, data = load_training_data(parse_spec(req["spec"]), Path(req["data"]), Path(req["cache_dir"]))
-        events = Events(Path(req["events"])) if world.is_main else None
-        result = train(spec, data, device=device, world=world, checkpoint_dir=req["checkpoint_dir"],
-                       weights_dir=req.get("weights_dir"), on_epoch=events.epoch if events else None,
-                       on_step=events.step if events else None, init=load_init(req.get("init")))
-        if world.is_main:
-            atomic_save(result_dict(result), Path(req["result"]))
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
+    spec, data = load_training_data(parse_spec(req["spec"]), Path(req["data"]), Path(req["cache_dir"]))
+    events = Events(Path(req["events"])) if world.is_main else None
+    result = train(spec, data, device=device, world=world, checkpoint_dir=req["checkpoint_dir"],
+                   weights_dir=req.get("weights_dir"), on_epoch=events.epoch if events else None,
+                   on_step=events.step if events else None, init=load_init(req.get("init")))
+    if world.is_main:
+        atomic_save(result_dict(result), Path(req["result"]))
     return 0
 
 
 if __name__ == "__main__":
     torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
-    sys.exit(main(sys.argv[1]))
+    try:
+        code = main(sys.argv[1])
+    except Exception:  # noqa: BLE001 - printed for the worker's log tail (worker/ranks.py), then a failed rank
+        traceback.print_exc()
+        code = 1
+    leave(code)  # not sys.exit: gloo can abort a process during interpreter shutdown (service/ml/distributed.py)

@@ -91,18 +91,19 @@ def _epoch(run: Run, epoch: int, should_stop, on_step) -> dict:
             "train": train_stats, "val": val, "val_loss": val_loss}
 
 
-def _plan(run: Run, history: list[dict], budget: float | None) -> str | None:
+def _plan(run: Run, history: list[dict], budget: float | None, spent: float, cycle: float) -> str | None:
     """After an epoch: fit the run into the time budget -> "time_budget" when the next epoch would not fit.
+
+    spent: wall seconds of training so far; cycle: the last epoch's wall seconds, what follows it included
+    (checkpoint, progress report), which on a small dataset can cost as much as the epoch itself.
     epochs "auto": after the first epoch the plan shrinks to the epochs that fit (the cosine schedule then ends
-    on time); any spec: the next epoch starts only if the time spent plus the last epoch's time fits."""
+    on time); any spec: the next epoch starts only if the time spent plus the last cycle's time fits."""
     if budget is None:
         return None
-    last = history[-1]["seconds"]
     if len(history) == 1 and run.spec.training.epochs == "auto":
-        run.schedule.epochs = max(1, min(run.schedule.epochs, int(budget // max(last, 1e-9))))
+        run.schedule.epochs = max(1, min(run.schedule.epochs, int(budget // max(cycle, 1e-9))))
         history[-1]["epochs"] = run.schedule.epochs
-    spent = sum(h["seconds"] for h in history)
-    return "time_budget" if len(history) < run.schedule.epochs and spent + last > budget else None
+    return "time_budget" if len(history) < run.schedule.epochs and spent + cycle > budget else None
 
 
 def _train(spec, data, dev, select, on_epoch, should_stop, checkpoint_dir, on_step, weights_dir, init, world,
@@ -120,10 +121,14 @@ def _train(spec, data, dev, select, on_epoch, should_stop, checkpoint_dir, on_st
     patience = spec.training.early_stopping.patience if spec.training.early_stopping else None
     budget = spec.training.budget_seconds()
     epoch = start
+    before = sum(h["seconds"] for h in history)  # a resumed run's earlier attempts (their epochs' own time)
+    t_run = t_last = clock()
     while epoch < run.schedule.epochs and not done:
         item = _epoch(run, epoch, should_stop, on_step)
         history.append(item)
-        stopped = _plan(run, history, budget)
+        now = clock()
+        stopped = _plan(run, history, budget, before + now - t_run, now - t_last)
+        t_last = now
         s = score(item, select)
         if s is not None and math.isfinite(s) and (best["score"] is None or (s > best["score"] if higher
                                                                               else s < best["score"])):

@@ -53,6 +53,8 @@ from pathlib import Path
 from service.ml.data import load_training_data
 from service.ml.spec import parse_spec
 from service.ml.train import train
+import torch._inductor.config  # what train() imports on its first call (torch.use_deterministic_algorithms):
+# 1.2 s that a long-lived process pays once; the worker's Celery child preloads it, so the engine must not pay it
 spec_json, zip_path, cache = sys.argv[1:4]
 spec, data = load_training_data(parse_spec(json.loads(spec_json)), Path(zip_path), Path(cache))
 t = time.perf_counter()

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -100,3 +103,34 @@ def test_child_preloads_the_engine_in_the_background(monkeypatch) -> None:
     assert thread.daemon
     thread.join(120)
     assert all(name in sys.modules for name in worker_app.ENGINE_MODULES)
+
+
+PRELOAD_THEN_TRAIN = """
+import importlib, json, sys
+from worker.app import ENGINE_MODULES
+for name in ENGINE_MODULES:
+    importlib.import_module(name)
+before = set(sys.modules)
+from service.ml.examples import example_spec, make_example_dataset
+from service.ml.data import load_training_data
+from service.ml.spec import parse_spec
+from service.ml.train import train
+from pathlib import Path
+spec = example_spec(image_size=16, weighting="fixed", epochs=1)
+spec["model"].update({"width": 8, "depth": 1, "head_hidden": 8})
+spec["training"].update({"device": "cpu", "early_stopping": False})
+out = Path(sys.argv[1])
+spec, data = load_training_data(parse_spec(spec), make_example_dataset(out / "d.zip", n=24, image_size=16), out)
+train(spec, data, device="cpu")
+print(json.dumps(sorted(set(sys.modules) - before)))
+"""
+
+
+def test_the_preload_covers_what_training_imports(tmp_path) -> None:
+    """A job in a preloaded child imports nothing heavy after its claim: torch.use_deterministic_algorithms (each
+    CPU run) imports torch._inductor and TorchDynamo, 1.2 s here, which is why ENGINE_MODULES names it."""
+    out = subprocess.run([sys.executable, "-c", PRELOAD_THEN_TRAIN, str(tmp_path)], capture_output=True, text=True,
+                         timeout=300, cwd=Path(__file__).resolve().parents[2])
+    assert out.returncode == 0, out.stderr[-3000:]
+    late = json.loads(out.stdout.strip().splitlines()[-1])
+    assert not [m for m in late if m.startswith(("torch._dynamo", "torch._inductor"))], late

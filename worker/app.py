@@ -20,6 +20,7 @@ from celery import Celery, signals
 
 from service.config import get_settings
 from service.queue import TRAIN_QUEUE, broker_options
+from worker.pool import POOL
 
 log = logging.getLogger("headwise.worker")
 
@@ -33,6 +34,7 @@ def make_app() -> Celery:
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         worker_max_tasks_per_child=1,
+        worker_pool=POOL,  # prefork, replacing a finished job's child at once (worker/pool.py)
         task_default_queue=TRAIN_QUEUE,
         task_ignore_result=True,
         result_backend=None,

@@ -124,12 +124,18 @@ def test_live_job_streams_new_epochs_and_ends_when_terminal(app, client) -> None
 
 
 def test_keepalive_comment_while_idle(app, client, monkeypatch) -> None:
+    """The job is cancelled only once the stream has sent a keep-alive (a timer raced the stream's start on a busy
+    machine: the job was cancelled before the first poll)."""
     monkeypatch.setattr(events_api, "KEEPALIVE_SECONDS", 0.1)
     job_id = add_job(app, "running", [])
-    threading.Timer(0.5, update_job, args=(app, job_id), kwargs={"status": "cancelled"}).start()
+    lines: list[str] = []
     with client.stream("GET", f"/v1/jobs/{job_id}/events", headers=AUTH) as response:
-        body = response.read().decode()
-    assert ": keep-alive" in body
+        for line in response.iter_lines():
+            lines.append(line)
+            if line.startswith(": keep-alive") and lines.count(line) == 1:
+                update_job(app, job_id, status="cancelled")
+    body = "\n".join(lines)
+    assert '"status":"running"' in body.split(": keep-alive")[0]  # the state first, then the keep-alive
     assert body.rstrip().endswith('"model":null}') and '"status":"cancelled"' in body
 
 

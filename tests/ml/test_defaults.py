@@ -125,7 +125,7 @@ def test_time_budget_stops_a_real_run_in_time(tmp_path):
     cycles = [b - a for a, b in zip(ends, ends[1:], strict=False)]
     assert result.metrics["stopped"] == "time_budget" and len(ends) > 3
     assert ends[-1] - first_epoch_start <= 3.0 + max(cycles), (ends[-1] - first_epoch_start, max(cycles))
-    assert time.perf_counter() - start < 3.0 + 5.0
+    assert time.perf_counter() - start < 3.0 + 15.0  # setup and the first call's imports are outside the budget
 
 
 # ---------------------------------------------------------------- early stopping, best weights, resume

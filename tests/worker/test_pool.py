@@ -50,4 +50,4 @@ def test_queued_tasks_start_at_once_in_fresh_children(redis_url: str, tmp_path: 
     rows = [line.split() for line in out.read_text().splitlines()]
     assert len({pid for pid, _, _ in rows}) == TASKS, "each task in a fresh child"
     gaps = [float(nxt[1]) - float(prev[2]) for prev, nxt in zip(rows, rows[1:], strict=False)]
-    assert max(gaps) < 1.5, f"seconds between a task's end and the next one's start: {gaps}"
+    assert max(gaps) < 2.5, f"seconds between a task's end and the next one's start: {gaps}"

@@ -75,7 +75,8 @@ def _fresh_connections_in_child(**_kwargs) -> None:
 
 # what a job imports after training too: the ONNX export and the version's reports (matplotlib, ~0.3 s)
 # torch._inductor.config: torch.use_deterministic_algorithms(), which every CPU training run calls, imports it and
-# with it TorchDynamo: 1.2 s of a 2 s tiny job here, paid after the claim when it was not preloaded
+# with it TorchDynamo: 1.2 s here (cProfile of a tiny job's first train() call), paid after the claim when it was
+# not preloaded
 ENGINE_MODULES = ("service.ml.train", "service.ml.data", "service.ml.artifact", "service.ml.export",
                   "service.reports.version", "service.reports.plots", "torch._inductor.config")
 

@@ -23,7 +23,8 @@ from service.db import jobs as jobs_repo
 from service.db.base import session_scope
 from service.db.tables import Dataset, Job, ModelVersion
 from service.storage import Storage
-from worker.jobs import _JobError, _stopped
+from worker.errors import JobError
+from worker.jobs import _stopped
 from worker.monitor import LEASE_LOST, JobMonitor
 
 log = logging.getLogger("headwise.worker")
@@ -32,7 +33,7 @@ CHUNK = 256
 FILES = ("results.jsonl", "results.csv")
 
 
-class BatchPredictError(_JobError):
+class BatchPredictError(JobError):
     """A readable reason the batch prediction cannot run."""
 
 

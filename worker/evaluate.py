@@ -26,7 +26,8 @@ from service.db import jobs as jobs_repo
 from service.db.base import session_scope
 from service.db.tables import Dataset, Job, ModelVersion
 from service.storage import Storage
-from worker.jobs import _JobError, _stopped
+from worker.errors import JobError
+from worker.jobs import _stopped
 from worker.monitor import LEASE_LOST, JobMonitor, jsonable
 
 log = logging.getLogger("headwise.worker")
@@ -66,9 +67,9 @@ def run_evaluate(job: Job, dataset: Dataset | None, settings: Settings, storage:
         mv = session.get(ModelVersion, params.get("model_version_id", ""))
         artifact = mv.artifact_path if mv is not None else None
     if artifact is None:
-        raise _JobError(f"model '{job.model_name}' version {params.get('version')} no longer exists")
+        raise JobError(f"model '{job.model_name}' version {params.get('version')} no longer exists")
     if dataset is None:
-        raise _JobError("the job's dataset no longer exists (it was deleted)")
+        raise JobError("the job's dataset no longer exists (it was deleted)")
     predictor = Predictor.load(storage.abs(artifact), device=settings.TRAIN_DEVICE)
     spec, data = load_training_data(predictor.spec, storage.abs(dataset.path), storage.dataset_cache_dir(dataset.id))
     monitor.epochs = 1

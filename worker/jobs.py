@@ -30,6 +30,7 @@ from service.storage.local import is_disk_full
 from worker import limits
 from worker.checkpoints import CheckpointSync, forget
 from worker.compare import is_comparison, run_comparison
+from worker.errors import JobError
 from worker.monitor import CANCELLED, LEASE_LOST, TIMEOUT, JobMonitor
 from worker.ranks import RanksFailed, processes_for, save_init, train_ranks
 from worker.register import store_and_register
@@ -164,7 +165,7 @@ def _run_kind(job: Job, dataset: Dataset | None, settings: Settings, storage: St
 def _train_and_register(job: Job, dataset: Dataset | None, settings: Settings, storage: Storage,
                         monitor: JobMonitor) -> str:
     if dataset is None:
-        raise _JobError("the job's dataset no longer exists (it was deleted)")
+        raise JobError("the job's dataset no longer exists (it was deleted)")
     from service.ml.data import load_training_data
     from service.ml.spec import parse_spec
     from service.ml.train import TrainingCancelled, checkpoint_history, train
@@ -193,7 +194,7 @@ def _train_and_register(job: Job, dataset: Dataset | None, settings: Settings, s
             try:
                 processes = processes_for(spec, dev)
             except ValueError as exc:  # names training.devices and what this worker has
-                raise _JobError(str(exc)) from None
+                raise JobError(str(exc)) from None
             if is_comparison(job):  # the main spec and its variants as sub-runs (worker/compare.py)
                 result = run_comparison(job, spec, data, storage, monitor, device, settings.WEIGHTS_DIR, init)
             elif processes > 1:  # training.devices: torchrun + DistributedDataParallel (worker/ranks.py)
@@ -224,7 +225,7 @@ def _train_and_register(job: Job, dataset: Dataset | None, settings: Settings, s
         import gc
 
         gc.collect()
-        raise _JobError(failure)
+        raise JobError(failure)
     log.info("job %s trained %d epochs in %.1f s", job.id, len(result.history), time.monotonic() - started)
 
     return store_and_register(job, result, data, settings, storage, monitor)
@@ -242,7 +243,7 @@ def _warm_start(job: Job, storage: Storage) -> tuple | None:
         mv = session.get(ModelVersion, ref.get("model_version_id", ""))
         path = mv.artifact_path if mv is not None else None
     if path is None:
-        raise _JobError(f"training.init_from: model '{ref.get('model')}' version {ref.get('version')} no longer "
+        raise JobError(f"training.init_from: model '{ref.get('model')}' version {ref.get('version')} no longer "
                         "exists (it was deleted after the job was queued)")
     parent = load_artifact(storage.abs(path))
     return parent.spec, parent.state_dict, {"model": ref.get("model"), "version": ref.get("version")}
@@ -263,13 +264,9 @@ def _stopped(job: Job, reason: str, settings: Settings) -> str:
     return outcome if done else LEASE_LOST
 
 
-class _JobError(Exception):
-    """A readable reason a job cannot run (shown as the job's error as is)."""
-
-
 def _client_error_types() -> tuple[type[BaseException], ...]:
-    """Errors whose message is written for the user (engine validation errors, _JobError)."""
-    types: list[type[BaseException]] = [_JobError]
+    """Errors whose message is written for the user (engine validation errors, JobError)."""
+    types: list[type[BaseException]] = [JobError]
     try:
         from service.ml.spec import SpecError
 
@@ -283,7 +280,7 @@ def _client_error_types() -> tuple[type[BaseException], ...]:
 
 
 def error_message(exc: BaseException) -> str:
-    """User-facing error: engine validation errors and _JobError as they are, anything else "<Type>: <msg>"."""
+    """User-facing error: engine validation errors and JobError as they are, anything else "<Type>: <msg>"."""
     if isinstance(exc, _client_error_types()):
         return str(exc)
     text = str(exc).strip()
@@ -304,7 +301,7 @@ def _fail(job: Job, exc: Exception) -> str:
 def _release(job: Job, exc: Exception, settings: Settings) -> str:
     """A training process died: queue the job again (its checkpoints stay) unless its attempts are used up."""
     if job.attempts >= settings.MAX_ATTEMPTS:
-        return _fail(job, _JobError(f"{exc}; giving up after HEADWISE_MAX_ATTEMPTS={settings.MAX_ATTEMPTS} attempts"))
+        return _fail(job, JobError(f"{exc}; giving up after HEADWISE_MAX_ATTEMPTS={settings.MAX_ATTEMPTS} attempts"))
     with session_scope() as session:
         released = jobs_repo.release_job(session=session, job_id=job.id, attempt=job.attempts)
     if not released:

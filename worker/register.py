@@ -20,6 +20,7 @@ from service.db.tables import Job
 from service.storage import Storage
 from service.storage.local import is_disk_full
 from worker.compare import is_comparison, write_plot
+from worker.errors import JobError
 from worker.extras import export_onnx, write_reports
 from worker.monitor import LEASE_LOST, JobMonitor, jsonable
 
@@ -45,11 +46,8 @@ def store_and_register(job: Job, result: Any, data: Any, settings: Settings, sto
         except OSError as exc:
             if not is_disk_full(exc):
                 raise
-            storage.remove(tmp)
-            from worker.jobs import _JobError  # (worker.jobs imports this module)
-
-            raise _JobError(f"the disk is full: the model artifact could not be written ({exc}); "
-                            "nothing was registered") from None
+            raise JobError(f"the disk is full: the model artifact could not be written ({exc}); "
+                           "nothing was registered") from None
         monitor.close(flush=True)  # no more heartbeats: the next write is the final transaction
         if monitor.stop_reason == LEASE_LOST:
             return LEASE_LOST

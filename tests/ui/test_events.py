@@ -129,12 +129,18 @@ def test_keepalive_comment_while_idle(app, client, monkeypatch) -> None:
     monkeypatch.setattr(events_api, "KEEPALIVE_SECONDS", 0.1)
     job_id = add_job(app, "running", [])
     lines: list[str] = []
-    with client.stream("GET", f"/v1/jobs/{job_id}/events", headers=AUTH) as response:
-        for line in response.iter_lines():
-            lines.append(line)
-            if line.startswith(": keep-alive") and lines.count(line) == 1:
-                update_job(app, job_id, status="cancelled")
+    fallback = threading.Timer(30, update_job, args=(app, job_id), kwargs={"status": "cancelled"})
+    fallback.start()  # ends the stream (and the test, failing below) if no keep-alive ever comes
+    try:
+        with client.stream("GET", f"/v1/jobs/{job_id}/events", headers=AUTH) as response:
+            for line in response.iter_lines():
+                lines.append(line)
+                if line.startswith(": keep-alive") and lines.count(line) == 1:
+                    update_job(app, job_id, status="cancelled")
+    finally:
+        fallback.cancel()
     body = "\n".join(lines)
+    assert ": keep-alive" in body
     assert '"status":"running"' in body.split(": keep-alive")[0]  # the state first, then the keep-alive
     assert body.rstrip().endswith('"model":null}') and '"status":"cancelled"' in body
 

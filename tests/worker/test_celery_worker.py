@@ -17,6 +17,7 @@ from service.db.tables import Job, ModelVersion
 from service.queue import enqueue_training, ping_broker
 
 from .conftest import add_dataset, add_job, make_env
+from .test_run_job import tiny_spec  # early stopping off: the chaos test counts every epoch
 
 pytestmark = [
     pytest.mark.slow,
@@ -26,16 +27,6 @@ pytestmark = [
 
 ROOT = Path(__file__).resolve().parents[2]
 TERMINAL = ("succeeded", "failed", "cancelled")
-
-
-def tiny_spec(epochs: int) -> dict:
-    from service.ml.examples import example_spec
-
-    spec = example_spec(image_size=16, weighting="fixed", epochs=epochs)
-    spec["model"].update({"width": 8, "depth": 1, "head_hidden": 8})
-    # every epoch runs unless stopped: the chaos test counts them (early stopping is on by default)
-    spec["training"].update({"batch_size": 32, "device": "cpu", "early_stopping": False})
-    return spec
 
 
 class Worker:

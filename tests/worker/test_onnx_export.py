@@ -107,28 +107,28 @@ def test_child_preloads_the_engine_in_the_background(monkeypatch) -> None:
 
 PRELOAD_THEN_TRAIN = """
 import importlib, json, sys
+from pathlib import Path
 from worker.app import ENGINE_MODULES
+from tests.worker.test_run_job import tiny_spec
+from service.ml.examples import make_example_dataset
 for name in ENGINE_MODULES:
     importlib.import_module(name)
 before = set(sys.modules)
-from service.ml.examples import example_spec, make_example_dataset
 from service.ml.data import load_training_data
 from service.ml.spec import parse_spec
 from service.ml.train import train
-from pathlib import Path
-spec = example_spec(image_size=16, weighting="fixed", epochs=1)
-spec["model"].update({"width": 8, "depth": 1, "head_hidden": 8})
-spec["training"].update({"device": "cpu", "early_stopping": False})
 out = Path(sys.argv[1])
-spec, data = load_training_data(parse_spec(spec), make_example_dataset(out / "d.zip", n=24, image_size=16), out)
+spec, data = load_training_data(parse_spec(tiny_spec(epochs=1)), make_example_dataset(out / "d.zip", n=24,
+                                                                                       image_size=16), out)
 train(spec, data, device="cpu")
 print(json.dumps(sorted(set(sys.modules) - before)))
 """
 
 
 def test_the_preload_covers_what_training_imports(tmp_path) -> None:
-    """A job in a preloaded child imports nothing heavy after its claim: torch.use_deterministic_algorithms (each
-    CPU run) imports torch._inductor and TorchDynamo, 1.2 s here, which is why ENGINE_MODULES names it."""
+    """A job in a preloaded child imports none of TorchDynamo / Inductor after its claim:
+    torch.use_deterministic_algorithms (each CPU run) imports them, 1.2 s here, which is why ENGINE_MODULES names
+    torch._inductor.config. (Without it in ENGINE_MODULES this test fails.)"""
     out = subprocess.run([sys.executable, "-c", PRELOAD_THEN_TRAIN, str(tmp_path)], capture_output=True, text=True,
                          timeout=300, cwd=Path(__file__).resolve().parents[2])
     assert out.returncode == 0, out.stderr[-3000:]
